@@ -1,0 +1,32 @@
+# Set-up, demo and tests. `make demo` and `make test` are the two commands in README.md.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# A local CPU build of torch: pin it exactly (a loose range would pull CUDA packages).
+TORCH ?= torch==2.13.0
+
+.PHONY: setup system-deps demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[all,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: setup
+	$(VENV)/bin/harken transcribe examples/*.wav
+
+test: setup system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/engine_speed.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,68 @@
+"""Prepare the en-small recipe's manifests from the shared corpora.
+
+Writes into OUT (default exp/en-small/data):
+- train_<corpus>.jsonl: the official train splits (kathleen_arctic whole: it has no split),
+  minus the dev speakers;
+- dev.jsonl: a speaker-disjoint dev set cut from the train splits (never the test splits);
+- test_<corpus>.jsonl: the official test splits, untouched, for the final evaluation only.
+
+Audio paths are written absolute, so the manifests work from any folder.
+Usage: python recipes/en-small/prepare.py [--corpora ../shared/corpora] [--out exp/en-small/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+# Speakers held out of training for the dev set, per corpus (chosen at random, seeded).
+DEV_SPEAKERS = {"speechocean762": 12, "an4": 6, "fsdd": 0}
+SEED = 762
+
+
+def read(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            row["audio"] = str((path.parent / row["audio"]).resolve())
+            rows.append(row)
+    return rows
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+    hours = sum(r.get("duration", 0.0) for r in rows) / 3600
+    print(f"{path}: {len(rows)} utterances, {hours:.2f} h")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", type=Path, default=Path("../shared/corpora"))
+    parser.add_argument("--out", type=Path, default=Path("exp/en-small/data"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(SEED)
+    dev: list[dict] = []
+    for corpus in ("speechocean762", "an4", "fsdd", "kathleen_arctic"):
+        folder = args.corpora / corpus
+        if not folder.is_dir():
+            print(f"skipping {corpus}: {folder} not found")
+            continue
+        train_file = folder / "train.jsonl"
+        rows = read(train_file if train_file.exists() else folder / "manifest.jsonl")
+        speakers = sorted({r["speaker"] for r in rows})
+        held = set(rng.sample(speakers, min(DEV_SPEAKERS.get(corpus, 0), len(speakers) - 1)))
+        dev += [r for r in rows if r["speaker"] in held]
+        write(args.out / f"train_{corpus}.jsonl", [r for r in rows if r["speaker"] not in held])
+        if (folder / "test.jsonl").exists():
+            write(args.out / f"test_{corpus}.jsonl", read(folder / "test.jsonl"))
+    write(args.out / "dev.jsonl", dev)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages harken's tests and data tools use (TTS voices for generated
+# speech, sox). Does nothing when they are all present; needs root (or sudo) otherwise.
+set -euo pipefail
+packages=(espeak-ng flite sox libsndfile1)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install these packages with your system's package manager: ${missing[*]}" >&2
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,417 @@
+"""Acoustic features: log-mel spectrograms (`LogMel`) and SpecAugment masking for training.
+
+`LogMel(config)(audio (B, N), lengths (B,)) -> (features (B, T, n_mels), frame_lengths (B,))`.
+The mel filterbank is computed here (Slaney or HTK scale, same values as `librosa.filters.mel`),
+so nothing beyond torch and numpy is needed at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NoReturn, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from harken.audio import SAMPLE_RATE
+from harken.errors import ConfigError
+
+# With audio.SAMPLE_RATE (16 kHz), the numbers everything else is derived from.
+WINDOW_MS = 25.0
+HOP_MS = 10.0
+N_MELS = 80
+
+N_FFT = 512  # the next power of two above the 25 ms window (400 samples)
+WIN_LENGTH = round(SAMPLE_RATE * WINDOW_MS / 1000)  # 400 samples
+HOP_LENGTH = round(SAMPLE_RATE * HOP_MS / 1000)  # 160 samples
+FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # 100 frames per second
+
+MEL_SCALES = ("slaney", "htk")
+MEL_NORMS = ("slaney", None)
+NORMALIZATIONS = ("per_feature", "global", "none")
+# Added to the standard deviation when normalising, so silent or one-frame inputs stay finite.
+STD_EPSILON = 1e-5
+
+_Config = TypeVar("_Config", "FeatureConfig", "SpecAugmentConfig")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes log-mel features. Saved with a model's weights (`to_dict`/`from_dict`).
+
+    `normalize`: "per_feature" (each utterance, each mel bin: mean 0 and std 1 over its valid
+    frames), "global" (fixed `global_mean`/`global_std`, one value per mel bin) or "none".
+    `dither` is the standard deviation of noise added to the waveform in training mode only.
+    `pad_to` > 0 pads the number of frames of a batch up to a multiple of it (with zeros).
+    """
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    win_length_ms: float = WINDOW_MS
+    hop_length_ms: float = HOP_MS
+    n_mels: int = N_MELS
+    f_min: float = 0.0
+    f_max: float | None = None
+    preemphasis: float = 0.97
+    mel_scale: str = "slaney"
+    mel_norm: str | None = "slaney"
+    log_guard: float = 2.0**-24
+    normalize: str = "per_feature"
+    global_mean: tuple[float, ...] | None = None
+    global_std: tuple[float, ...] | None = None
+    dither: float = 1e-5
+    pad_to: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep the dataclass hashable and immutable.
+        for name in ("global_mean", "global_std"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        self.validate()
+
+    @property
+    def win_length(self) -> int:
+        """Window length in samples."""
+        return round(self.sample_rate * self.win_length_ms / 1000)
+
+    @property
+    def hop_length(self) -> int:
+        """Hop between frames in samples."""
+        return round(self.sample_rate * self.hop_length_ms / 1000)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between two feature frames."""
+        return self.hop_length / self.sample_rate
+
+    @property
+    def upper_frequency(self) -> float:
+        """`f_max`, or the Nyquist frequency when it is None."""
+        return self.sample_rate / 2 if self.f_max is None else float(self.f_max)
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first invalid setting."""
+        def fail(key: str, expected: str) -> NoReturn:
+            value = getattr(self, key)
+            raise ConfigError(f"feature config: {key} must be {expected}, got {value!r}")
+
+        if self.sample_rate <= 0:
+            fail("sample_rate", "a positive number of samples per second")
+        if self.hop_length < 1:
+            fail("hop_length_ms", "at least one sample long")
+        if self.win_length < 1:
+            fail("win_length_ms", "at least one sample long")
+        if self.n_fft < self.win_length:
+            raise ConfigError(f"feature config: n_fft ({self.n_fft}) must be at least the window "
+                              f"length ({self.win_length} samples = {self.win_length_ms} ms)")
+        if self.n_mels < 1:
+            fail("n_mels", "a positive integer")
+        if self.f_min < 0:
+            fail("f_min", ">= 0 Hz")
+        if not self.f_min < self.upper_frequency <= self.sample_rate / 2:
+            fail("f_max", f"None or in (f_min={self.f_min}, {self.sample_rate / 2}] Hz")
+        if not 0.0 <= self.preemphasis < 1.0:
+            fail("preemphasis", "in [0, 1) (0 disables it)")
+        if self.mel_scale not in MEL_SCALES:
+            fail("mel_scale", f"one of {MEL_SCALES}")
+        if self.mel_norm not in MEL_NORMS:
+            fail("mel_norm", f"one of {MEL_NORMS}")
+        if not self.log_guard > 0:
+            fail("log_guard", "a positive number")
+        if self.normalize not in NORMALIZATIONS:
+            fail("normalize", f"one of {NORMALIZATIONS}")
+        if self.normalize == "global":
+            for key in ("global_mean", "global_std"):
+                value = getattr(self, key)
+                if value is None or len(value) != self.n_mels:
+                    fail(key, f"{self.n_mels} values (one per mel bin) when normalize='global'")
+            assert self.global_std is not None
+            if min(self.global_std) <= 0:
+                fail("global_std", "positive")
+        if self.dither < 0:
+            fail("dither", ">= 0")
+        if self.pad_to < 0:
+            fail("pad_to", ">= 0 (0 disables padding)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; `FeatureConfig.from_dict` reads it back."""
+        d = asdict(self)
+        for key in ("global_mean", "global_std"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
+        """Build from a dict (a model's config.json); unknown keys raise `ConfigError`."""
+        return _from_dict(cls, d, "feature config")
+
+
+def _from_dict(cls: type[_Config], d: dict[str, Any], what: str) -> _Config:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {unknown}; expected some of {sorted(known)}")
+    try:
+        return cls(**d)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
+
+
+# --- mel filterbank --------------------------------------------------------------------------
+
+def hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
+    """Hertz to mels: HTK (2595 log10(1 + f/700)) or Slaney (linear below 1 kHz, log above)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    linear = hz / f_sp
+    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log, linear)
+
+
+def mel_to_hz(mel: np.ndarray, scale: str = "slaney") -> np.ndarray:
+    """Inverse of `hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    linear = f_sp * mel
+    log = min_log_hz * np.exp(logstep * (mel - min_log_mel))
+    return np.where(mel >= min_log_mel, log, linear)
+
+
+def mel_filterbank(config: FeatureConfig) -> torch.Tensor:
+    """Triangular mel filters, shape (n_mels, n_fft // 2 + 1), float32.
+
+    Matches `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax, htk=mel_scale == "htk",
+    norm=mel_norm)`.
+    """
+    n_mels, scale = config.n_mels, config.mel_scale
+    fft_freqs = np.fft.rfftfreq(config.n_fft, d=1.0 / config.sample_rate)
+    mel_edges = np.linspace(hz_to_mel(np.array(config.f_min), scale),
+                            hz_to_mel(np.array(config.upper_frequency), scale), n_mels + 2)
+    hz_edges = mel_to_hz(mel_edges, scale)
+    widths = np.diff(hz_edges)  # (n_mels + 1,)
+    ramps = hz_edges[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_freqs)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    if config.mel_norm == "slaney":  # equal area per filter
+        weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+# --- log-mel ---------------------------------------------------------------------------------
+
+class LogMel(nn.Module):
+    """Log-mel spectrogram of a padded batch of waveforms.
+
+    `forward(audio (B, N) float, lengths (B,) int samples)` returns `features (B, T, n_mels)`
+    and `frame_lengths (B,)`, with `T = num_frames(N)` (rounded up to a multiple of `pad_to`).
+    Samples past a sequence's length are ignored: a batch gives the same features as each
+    utterance alone. Always computed in float32, even under autocast.
+    """
+
+    mel_filters: torch.Tensor
+    window: torch.Tensor
+    global_mean: torch.Tensor
+    global_std: torch.Tensor
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or FeatureConfig()
+        self.register_buffer("mel_filters", mel_filterbank(config), persistent=False)
+        self.register_buffer("window", torch.hann_window(config.win_length, periodic=True),
+                             persistent=False)
+        mean = config.global_mean or (0.0,) * config.n_mels
+        std = config.global_std or (1.0,) * config.n_mels
+        self.register_buffer("global_mean", torch.tensor(mean, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("global_std", torch.tensor(std, dtype=torch.float32),
+                             persistent=False)
+
+    def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
+        """Frames for `num_samples` samples: `num_samples // hop_length + 1` (centred frames)."""
+        return num_samples // self.config.hop_length + 1
+
+    def forward(self, audio: torch.Tensor,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) waveforms and (B,) lengths in samples -> (B, T, n_mels), (B,) frame counts."""
+        if audio.ndim != 2:
+            raise ValueError(f"expected (batch, samples) audio, got shape {tuple(audio.shape)}")
+        batch, n_samples = audio.shape
+        if lengths is None:
+            lengths = torch.full((batch,), n_samples, dtype=torch.long, device=audio.device)
+        if lengths.shape != (batch,):
+            raise ValueError(f"expected lengths of shape ({batch},), got {tuple(lengths.shape)}")
+        lengths = lengths.to(device=audio.device, dtype=torch.long)
+        if bool((lengths > n_samples).any()) or bool((lengths < 0).any()):
+            raise ValueError(f"lengths must be in [0, {n_samples}], got {lengths.tolist()}")
+        cfg = self.config
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            x = audio.to(torch.float32)
+            valid = torch.arange(n_samples, device=x.device)[None, :] < lengths[:, None]
+            x = x * valid
+            if self.training and cfg.dither > 0:
+                x = x + cfg.dither * torch.randn_like(x)
+            if cfg.preemphasis > 0:
+                x = torch.cat([x[:, :1], x[:, 1:] - cfg.preemphasis * x[:, :-1]], dim=1)
+            # Zeros past the end, exactly what pad_mode="constant" gives an utterance alone.
+            x = x * valid
+            spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                              win_length=cfg.win_length, window=self.window, center=True,
+                              pad_mode="constant", return_complex=True)
+            power = spec.real.square() + spec.imag.square()  # (B, n_freqs, T)
+            mel = torch.matmul(self.mel_filters, power)  # (B, n_mels, T)
+            features = torch.log(mel + cfg.log_guard).transpose(1, 2)  # (B, T, n_mels)
+            frame_lengths = self.num_frames(lengths)
+            assert isinstance(frame_lengths, torch.Tensor)
+            frame_mask = _frame_mask(frame_lengths, features.shape[1])  # (B, T, 1)
+            if cfg.normalize == "per_feature":
+                features = _normalize_per_feature(features, frame_lengths, frame_mask)
+            elif cfg.normalize == "global":
+                features = (features - self.global_mean) / self.global_std
+            features = features * frame_mask
+            if cfg.pad_to > 0 and features.shape[1] % cfg.pad_to:
+                extra = cfg.pad_to - features.shape[1] % cfg.pad_to
+                features = nn.functional.pad(features, (0, 0, 0, extra))
+        return features, frame_lengths
+
+
+def _frame_mask(frame_lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(B, T, 1) float mask: 1 on a sequence's frames, 0 on padding."""
+    frames = torch.arange(n_frames, device=frame_lengths.device)
+    return (frames[None, :] < frame_lengths[:, None]).unsqueeze(-1).to(torch.float32)
+
+
+def _normalize_per_feature(features: torch.Tensor, frame_lengths: torch.Tensor,
+                           frame_mask: torch.Tensor) -> torch.Tensor:
+    count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None]
+    mean = (features * frame_mask).sum(dim=1, keepdim=True) / count
+    var = (((features - mean) * frame_mask).square()).sum(dim=1, keepdim=True) / count
+    return (features - mean) / (var.sqrt() + STD_EPSILON)
+
+
+def compute_global_stats(features: torch.Tensor,
+                         lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per mel bin, (n_mels,) each, over all valid frames.
+
+    `features` (B, T, n_mels) should come from a `LogMel` with `normalize="none"`. Use the
+    result for `FeatureConfig(normalize="global", global_mean=tuple(mean.tolist()), ...)`.
+    """
+    if features.ndim != 3:
+        raise ValueError(f"expected (batch, frames, mels) features, got {tuple(features.shape)}")
+    mask = _frame_mask(lengths.to(features.device), features.shape[1]).to(torch.float64)
+    x = features.to(torch.float64)
+    count = mask.sum()
+    if count == 0:
+        raise ValueError("no valid frames: every length is 0")
+    mean = (x * mask).sum(dim=(0, 1)) / count
+    var = (((x - mean) * mask).square()).sum(dim=(0, 1)) / count
+    return mean.to(torch.float32), (var.sqrt() + STD_EPSILON).to(torch.float32)
+
+
+# --- SpecAugment -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """SpecAugment masks (Park et al. 2019), without time warping.
+
+    `freq_masks` bands of up to `freq_width` mel bins and `time_masks` spans of up to
+    `time_width` x the utterance's length in frames (or `time_width_frames` frames when set).
+    Masked values become 0, the mean of normalised features.
+    """
+
+    freq_masks: int = 2
+    freq_width: int = 27
+    time_masks: int = 10
+    time_width: float = 0.05
+    time_width_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first invalid setting."""
+        for key in ("freq_masks", "freq_width", "time_masks"):
+            if getattr(self, key) < 0:
+                value = getattr(self, key)
+                raise ConfigError(f"specaugment config: {key} must be >= 0, got {value}")
+        if not 0.0 <= self.time_width <= 1.0:
+            raise ConfigError(f"specaugment config: time_width must be a fraction in [0, 1], "
+                              f"got {self.time_width}")
+        if self.time_width_frames is not None and self.time_width_frames < 0:
+            raise ConfigError(f"specaugment config: time_width_frames must be None or >= 0, "
+                              f"got {self.time_width_frames}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; `SpecAugmentConfig.from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpecAugmentConfig:
+        """Build from a dict; unknown keys raise `ConfigError`."""
+        return _from_dict(cls, d, "specaugment config")
+
+
+class SpecAugment(nn.Module):
+    """Frequency and time masking of (B, T, n_mels) features in training mode; identity in eval.
+
+    Masks fall only inside each sequence's valid frames. Pass a seeded `torch.Generator` for
+    reproducible masks.
+    """
+
+    def __init__(self, config: SpecAugmentConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SpecAugmentConfig()
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return masked features (a new tensor); `lengths` (B,) are valid frame counts."""
+        if not self.training:
+            return features
+        if features.ndim != 3:
+            raise ValueError(
+                f"expected (batch, frames, mels) features, got {tuple(features.shape)}")
+        batch, n_frames, n_mels = features.shape
+        cfg = self.config
+        device = generator.device if generator is not None else features.device
+        lengths = lengths.to(device=device, dtype=torch.long)
+
+        def spans(n: int, max_width: torch.Tensor, limit: torch.Tensor, size: int) -> torch.Tensor:
+            """(B, size) mask: `n` spans of width U{0..max_width}, inside [0, limit)."""
+            max_width = torch.minimum(max_width, limit)
+            width = (torch.rand(batch, n, generator=generator, device=device)
+                     * (max_width[:, None] + 1)).floor().long()
+            start = (torch.rand(batch, n, generator=generator, device=device)
+                     * (limit[:, None] - width + 1)).floor().long()
+            pos = torch.arange(size, device=device)[None, None, :]
+            inside = (pos >= start[..., None]) & (pos < (start + width)[..., None])
+            return inside.any(dim=1)
+
+        mask = torch.zeros(batch, n_frames, n_mels, dtype=torch.bool, device=device)
+        if cfg.freq_masks > 0 and cfg.freq_width > 0:
+            all_bins = torch.full((batch,), n_mels, device=device)
+            freq_width = torch.full_like(all_bins, cfg.freq_width)
+            freq = spans(cfg.freq_masks, freq_width, all_bins, n_mels)
+            mask |= freq[:, None, :]
+        if cfg.time_masks > 0:
+            if cfg.time_width_frames is not None:
+                max_width = torch.full_like(lengths, cfg.time_width_frames)
+            else:
+                max_width = (lengths.to(torch.float64) * cfg.time_width).floor().long()
+            mask |= spans(cfg.time_masks, max_width, lengths, n_frames)[:, :, None]
+        valid = torch.arange(n_frames, device=device)[None, :] < lengths[:, None]
+        mask &= valid[:, :, None]
+        return features.masked_fill(mask.to(features.device), 0.0)
+

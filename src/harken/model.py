@@ -1,0 +1,414 @@
+"""A harken model: network + features + tokenizer, its file format, and `load_model`.
+
+A model is a folder (or the same files in one uncompressed zip, ``*.harken``) holding
+
+- ``config.json``: format version, architecture, size, network/feature/tokenizer settings,
+  decoding defaults, training metadata, and the SHA-256 of every other file;
+- ``weights.safetensors``: the network's weights (never pickle: loading a pickle runs code);
+- ``tokenizer.model`` for SentencePiece models (character tokenizers live in the config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from harken.audio import SAMPLE_RATE, load_audio
+from harken.decoding import Transcript, greedy_decode
+from harken.errors import HarkenError, ModelError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+ASSETS = Path(__file__).parent / "assets"
+# Bundled models: name -> file inside the package. The SHA-256 of each is checked at load.
+BUNDLED_MODELS: dict[str, str] = {"en-small": "en-small.harken"}
+DEFAULT_MODEL = "en-small"
+# Limits when reading a single-file (zip) model: no member may claim more than this.
+MAX_MEMBER_BYTES = 2 << 30
+# Audio is run through the network in batches of at most this many seconds of (padded) audio.
+BATCH_SECONDS = 240.0
+# Longer inputs are cut into windows of at most this length at the quietest point near the end.
+WINDOW_SECONDS = 30.0
+_SEARCH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; saved as config.json beside the weights."""
+
+    architecture: str
+    size: str
+    network: dict[str, Any]
+    features: dict[str, Any]
+    tokenizer: dict[str, Any]
+    decoding: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: object = "config.json") -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"{source}: unknown keys {unknown} (expected some of {sorted(known)})")
+        missing = [k for k in ("architecture", "network", "features", "tokenizer") if k not in data]
+        if missing:
+            raise ModelError(f"{source}: missing keys {missing}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelError(f"{source}: model format version {version!r} is newer than this "
+                             f"harken understands ({FORMAT_VERSION}); upgrade harken")
+        return cls(**{"size": "custom", **data})
+
+
+class Model:
+    """A speech recogniser: audio in, `Transcript` out.
+
+    Build one with `load_model`; `transcribe` takes a path, bytes, file object or array.
+    """
+
+    def __init__(self, config: ModelConfig, network: torch.nn.Module, tokenizer: Any,
+                 path: Path | None = None, device: str | torch.device = "cpu") -> None:
+        from harken.features import FeatureConfig, LogMel
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.path = path
+        self.feature_config = FeatureConfig.from_dict(config.features)
+        self.featurizer = LogMel(self.feature_config)
+        self.network = network
+        self.device = torch.device(device)
+        self.to(self.device)
+        self.eval()
+
+    # -- basic properties -------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.feature_config.sample_rate
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between two output frames of the network."""
+        return self.feature_config.hop_length * self.network.subsampling / self.sample_rate
+
+    def to(self, device: str | torch.device) -> "Model":
+        self.device = torch.device(device)
+        self.network.to(self.device)
+        self.featurizer.to(self.device)
+        return self
+
+    def eval(self) -> "Model":
+        self.network.eval()
+        self.featurizer.eval()
+        return self
+
+    def __repr__(self) -> str:
+        from harken.models import count_parameters
+
+        return (f"Model({self.config.architecture}/{self.config.size}, "
+                f"{count_parameters(self.network) / 1e6:.1f}M parameters, "
+                f"vocab {self.tokenizer.vocab_size}, path={str(self.path) if self.path else None})")
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def log_probs(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(time, vocab) CTC log-probabilities for each 16 kHz float32 waveform.
+
+        Inputs are sorted by length and run in batches of at most `BATCH_SECONDS` of padded audio.
+        """
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+        results: list[np.ndarray | None] = [None] * len(audios)
+        batch: list[int] = []
+        for i in order:
+            longest = max(len(audios[i]), 1)
+            if batch and longest * (len(batch) + 1) > BATCH_SECONDS * self.sample_rate:
+                self._run_batch(audios, batch, results)
+                batch = []
+            batch.append(i)
+        if batch:
+            self._run_batch(audios, batch, results)
+        return results  # type: ignore[return-value]
+
+    def _run_batch(self, audios: Sequence[np.ndarray], batch: list[int],
+                   results: list[np.ndarray | None]) -> None:
+        lengths = torch.tensor([len(audios[i]) for i in batch], dtype=torch.long)
+        padded = torch.zeros(len(batch), int(lengths.max()), dtype=torch.float32)
+        for row, i in enumerate(batch):
+            padded[row, : len(audios[i])] = torch.from_numpy(np.asarray(audios[i], np.float32))
+        features, frame_lengths = self.featurizer(padded.to(self.device), lengths.to(self.device))
+        log_probs, out_lengths = self.network(features, frame_lengths)
+        log_probs = log_probs.float().cpu().numpy()
+        for row, i in enumerate(batch):
+            results[i] = log_probs[row, : int(out_lengths[row])]
+
+    def transcribe(self, audio: Any, options: Any = None, **decode_options: Any) -> Transcript:
+        """Transcribe one input (path, bytes, file object, float32 array at 16 kHz or (array, rate)).
+
+        `options` is a `harken.decoding.DecodeOptions` (or keyword arguments for one); with
+        neither, greedy decoding is used.
+        """
+        return self.transcribe_batch([audio], options, **decode_options)[0]
+
+    def transcribe_batch(self, sources: Iterable[Any], options: Any = None,
+                         **decode_options: Any) -> list[Transcript]:
+        """Transcribe many inputs, batching the network; results keep the input order.
+
+        A source that cannot be read raises `AudioError` naming it; use
+        `harken.transcribe.transcribe_files` to report bad files and go on.
+        """
+        waves = [load_audio(s, self.sample_rate) for s in sources]
+        pieces: list[tuple[int, float, np.ndarray]] = []
+        for index, wave in enumerate(waves):
+            for offset, window in split_long_audio(wave, self.sample_rate):
+                pieces.append((index, offset, window))
+        log_probs = self.log_probs([p[2] for p in pieces])
+        decode = self._decoder(options, decode_options)
+        per_input: list[list[Transcript]] = [[] for _ in waves]
+        for (index, offset, _), lp in zip(pieces, log_probs):
+            per_input[index].append(decode(lp, offset))
+        return [merge_transcripts(parts, len(w) / self.sample_rate)
+                for parts, w in zip(per_input, waves)]
+
+    def decode_options(self, options: Any = None, **overrides: Any) -> Any:
+        """The `DecodeOptions` this model uses: its stored defaults, then `options`/overrides."""
+        from harken import decoding
+
+        if not hasattr(decoding, "DecodeOptions"):
+            return None
+        return decoding.resolve_options(self, options, overrides)  # type: ignore[attr-defined]
+
+    def _decoder(self, options: Any, overrides: dict[str, Any]):
+        from harken import decoding
+
+        resolved = self.decode_options(options, **overrides)
+        if resolved is None:
+            return lambda lp, offset: greedy_decode(lp, self.tokenizer, self.frame_seconds, offset)
+        decoder = decoding.get_decoder(self.tokenizer, resolved)  # type: ignore[attr-defined]
+        return lambda lp, offset: decoder.decode(lp, self.frame_seconds, time_offset=offset)
+
+    # -- saving ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+        """Write the model as a folder, or as one file when `path` ends in ``.harken``."""
+        return save_model(self, path, training)
+
+
+def split_long_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                     window_seconds: float = WINDOW_SECONDS) -> list[tuple[float, np.ndarray]]:
+    """Cut audio longer than `window_seconds` at the quietest 100 ms near each window's end.
+
+    Returns (offset in seconds, piece) pairs covering the input without overlap.
+    """
+    window = int(window_seconds * sample_rate)
+    if len(audio) <= window:
+        return [(0.0, audio)]
+    hop = sample_rate // 10
+    pieces: list[tuple[float, np.ndarray]] = []
+    start = 0
+    while len(audio) - start > window:
+        search_from = start + window - int(_SEARCH_SECONDS * sample_rate)
+        region = audio[search_from: start + window]
+        n = len(region) // hop
+        energy = (region[: n * hop].reshape(n, hop) ** 2).sum(axis=1)
+        cut = search_from + int(np.argmin(energy)) * hop + hop // 2
+        pieces.append((start / sample_rate, audio[start:cut]))
+        start = cut
+    pieces.append((start / sample_rate, audio[start:]))
+    return pieces
+
+
+def merge_transcripts(parts: list[Transcript], duration: float) -> Transcript:
+    """Join the transcripts of consecutive windows of one input."""
+    if len(parts) == 1:
+        parts[0].duration = duration
+        return parts[0]
+    words = [w for p in parts for w in p.words]
+    segments = [s for p in parts for s in p.segments]
+    text = " ".join(p.text for p in parts if p.text)
+    return Transcript(text=text, words=words, segments=segments,
+                      score=sum(p.score for p in parts), duration=duration)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files
+# ---------------------------------------------------------------------------------------------
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model: Model, path: str | os.PathLike,
+               training: dict[str, Any] | None = None) -> Path:
+    """Write `model` to `path` (a folder, or one zip file when the name ends in ``.harken``).
+
+    The write is atomic: a crash leaves either the old model or the new one.
+    """
+    from safetensors.torch import save_file
+
+    from harken.text import save_tokenizer
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        folder = Path(tmp) / "model"
+        folder.mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        tokenizer_config = save_tokenizer(model.tokenizer, folder)
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+        config = ModelConfig(
+            architecture=model.config.architecture, size=model.config.size,
+            network=model.config.network, features=model.config.features,
+            tokenizer=tokenizer_config, decoding=model.config.decoding,
+            training=training if training is not None else model.config.training,
+            files=files)
+        (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+        if path.suffix == ".harken":
+            staged = Path(tmp) / "model.harken"
+            with zipfile.ZipFile(staged, "w", zipfile.ZIP_STORED) as zf:
+                for member in sorted(folder.iterdir()):
+                    zf.write(member, member.name)
+            os.replace(staged, path)
+        else:
+            if path.exists():
+                old = Path(tmp) / "old"
+                os.replace(path, old)
+            os.replace(folder, path)
+    model.path = path
+    return path
+
+
+def _read_zip_model(path: Path, target: Path) -> None:
+    """Extract a single-file model safely: flat names only, sizes checked before reading."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path}: not a harken model file ({exc})") from exc
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
+                raise ModelError(f"{path}: refusing archive member {name!r} (only plain file "
+                                 "names are allowed in a model file)")
+            if info.file_size > MAX_MEMBER_BYTES or info.compress_type != zipfile.ZIP_STORED:
+                raise ModelError(f"{path}: member {name!r} is compressed or too large "
+                                 f"({info.file_size} bytes); model files are stored uncompressed")
+            with zf.open(info) as src, open(target / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
+    """A model path from a path or a bundled model's name (None: the default model)."""
+    name = DEFAULT_MODEL if path_or_name is None else str(path_or_name)
+    if name in BUNDLED_MODELS:
+        path = ASSETS / BUNDLED_MODELS[name]
+        if not path.exists():
+            raise ModelError(f"the bundled model {name!r} is not installed at {path}; reinstall "
+                             "harken or pass a model path")
+        return path
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file or folder (bundled models: "
+                         f"{', '.join(BUNDLED_MODELS)})")
+    return path
+
+
+def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu") -> Model:
+    """Load a harken model from a folder, a ``.harken`` file or a bundled model's name.
+
+    With no argument, the bundled English model. Every file's SHA-256 is checked against the
+    config; a wrong or corrupt file raises `ModelError` naming it.
+    """
+    path = resolve_model_path(path_or_name)
+    if path.is_dir():
+        return _load_folder(path, path, device)
+    with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
+        _read_zip_model(path, Path(tmp))
+        return _load_folder(Path(tmp), path, device)
+
+
+def _load_folder(folder: Path, origin: Path, device: str) -> Model:
+    from safetensors.torch import load_file
+
+    from harken.models import build_model, config_from_dict
+    from harken.text import load_tokenizer
+
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(f"{origin}: not a harken model ({CONFIG_FILE} is missing)")
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{origin}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{origin}: {CONFIG_FILE} must hold a JSON object")
+    config = ModelConfig.from_dict(data, source=f"{origin}/{CONFIG_FILE}")
+    if WEIGHTS_FILE not in config.files:
+        raise ModelError(f"{origin}: {CONFIG_FILE} lists no checksum for {WEIGHTS_FILE}")
+    for name, expected in config.files.items():
+        member = folder / name
+        if Path(name).name != name or not member.is_file():
+            raise ModelError(f"{origin}: file {name!r} listed in {CONFIG_FILE} is missing")
+        actual = sha256_file(member)
+        if actual != expected:
+            raise ModelError(f"{origin}: {name} is corrupt or was changed (SHA-256 {actual[:12]}... "
+                             f"expected {expected[:12]}...)")
+    try:
+        tokenizer = load_tokenizer(config.tokenizer, folder)
+        network = build_model(config.architecture,
+                              config_from_dict(config.architecture, config.network),
+                              input_dim=config.features.get("n_mels", 80),
+                              vocab_size=tokenizer.vocab_size)
+        state = load_file(str(folder / WEIGHTS_FILE))
+        network.load_state_dict(state, strict=True)
+    except HarkenError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
+    return Model(config, network, tokenizer, path=origin, device=device)
+
+
+def new_model(architecture: str, size: str = "tiny", tokenizer: Any = None,
+              features: dict[str, Any] | None = None, **overrides: Any) -> Model:
+    """A freshly initialised model (for training) with the given architecture and size."""
+    from harken.features import FeatureConfig
+    from harken.models import build_model, model_config
+    from harken.text import CharTokenizer
+
+    tokenizer = tokenizer or CharTokenizer()
+    feature_config = FeatureConfig.from_dict(features or {})
+    network_config = model_config(architecture, size, **overrides)
+    network = build_model(architecture, network_config, feature_config.n_mels, tokenizer.vocab_size)
+    config = ModelConfig(architecture=architecture, size=size, network=network_config.to_dict(),
+                         features=feature_config.to_dict(), tokenizer=tokenizer.to_config())
+    return Model(config, network, tokenizer)
+
+
+def model_bytes(model: Model) -> bytes:
+    """The model as one ``.harken`` file's bytes (for tests and servers)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_model(model, Path(tmp) / "m.harken")
+        return path.read_bytes()
+
+
+__all__ = ["Model", "ModelConfig", "load_model", "save_model", "new_model", "split_long_audio",
+           "io"]
