@@ -34,7 +34,7 @@ def tiny_config(manifest: Path, out_dir: Path, architecture: str = "deepspeech2"
         "specaugment": {"enabled": False},
         "features": {"dither": 0.0},
         "run": {"out_dir": str(out_dir), "seed": 1, "device": "cpu", "checkpoint_every": 5,
-                "log_every": 5, "progress": False},
+                "log_every": 5, "progress": False, "epochs_per_eval": 100_000},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
@@ -221,3 +221,53 @@ def test_transcribe_accepts_arrays_and_bytes(tmp_path):
     from_array = model.transcribe(harken.load_audio(wav))
     assert from_path.text == from_bytes.text == from_array.text
     assert from_path.duration == pytest.approx(from_array.duration)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tts_corpus, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and one process see the same global batches."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    def config_file(name: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f"""
+[model]
+architecture = "deepspeech2"
+size = "tiny"
+overrides = {{ conv_batch_norm = false, rnn_batch_norm = false }}
+[data]
+train = ["{tts_corpus}"]
+max_batch_seconds = 60.0
+num_workers = 0
+[optim]
+lr = 3e-3
+warmup_steps = 2
+max_steps = 6
+schedule = "constant"
+[specaugment]
+enabled = false
+[features]
+dither = 0.0
+[run]
+out_dir = "{tmp_path / name}"
+seed = 3
+device = "cpu"
+progress = false
+epochs_per_eval = 1000
+""")
+        return path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "harken.cli", "train", str(config_file("one"))],
+                   check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node", "2", "-m", "harken.cli", "train", str(config_file("two"))],
+                   check=True, env=env, capture_output=True)
+    one = load_file(str(tmp_path / "one" / "model" / "weights.safetensors"))
+    two = load_file(str(tmp_path / "two" / "model" / "weights.safetensors"))
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -7,6 +7,7 @@ that names the input and the reason.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 import os
@@ -62,7 +63,6 @@ _MAGIC = (
     (0, b"\x1aE\xdf\xa3", "Matroska/WebM"), (0, b"\xff\xfb", "MP3"), (0, b"\xff\xf3", "MP3"),
     (0, b"\xff\xe3", "MP3"),
 )  # fmt: skip
-_AV_HINT = "pip install 'harken[av]'"
 
 
 def is_audio_file(path: str | os.PathLike[str]) -> bool:
@@ -103,9 +103,17 @@ def load_audio(
         sound = sf.SoundFile(_reopen(file))
     except sf.LibsndfileError as exc:
         return _load_av(source, file, head, sample_rate, exc)
+    declared = sound.frames
+    if sound.format == "MP3" and not _mp3_states_length(head):
+        # libsndfile guesses this length from the first frame's bitrate and stops reading there:
+        # a VBR file could lose most of its audio. FFmpeg reads to the end.
+        declared = 0
+        if importlib.util.find_spec("av") is not None:
+            sound.close()
+            return _load_av(source, file, head, sample_rate, None)
     with sound:
+        _check_truncation(source, sound.frames, _wav_declared_frames(head, size))
         sink = _Sink(source, sound.samplerate, sample_rate)
-        declared = max(sound.frames, _wav_declared_frames(head, size))
         try:
             while len(block := sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)):
                 sink.add(block)
@@ -133,6 +141,8 @@ def audio_duration(path: str | os.PathLike[str]) -> float:
     _check_truncation(path, info.frames, _wav_declared_frames(head, size))
     if info.frames == 0:
         raise AudioError(path, "no audio samples (zero-length audio)")
+    if info.format == "MP3" and not _mp3_states_length(head):  # a guess: decode and count
+        return len(load_audio(path)) / SAMPLE_RATE
     return info.frames / info.samplerate
 
 
@@ -337,6 +347,15 @@ def _wav_declared_frames(head: bytes, size: int) -> int:
     return wav.data_size // wav.block_align
 
 
+def _mp3_states_length(head: bytes) -> bool:
+    """Whether an MP3's first frame is a Xing/Info/VBRI header stating the length."""
+    start = 0
+    if head[:3] == b"ID3":  # skip the ID3v2 tag: 10 bytes + a 28-bit "syncsafe" size
+        start = 10 + sum((b & 0x7F) << (21 - 7 * i) for i, b in enumerate(head[6:10]))
+    first = head[start : start + 256]
+    return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))
+
+
 def _kind(head: bytes) -> str | None:
     """The container a file's first bytes announce, if any."""
     for offset, magic, kind in _MAGIC:
@@ -361,21 +380,23 @@ def _unreadable(head: bytes, wav: _WavHeader | None) -> str:
 
 
 def _open_av(
-    source: object, file: str | bytes, head: bytes, sf_exc: sf.LibsndfileError
+    source: object, file: str | bytes, head: bytes, sf_exc: sf.LibsndfileError | None
 ) -> tuple[ModuleType, Any]:
-    """Open with PyAV what libsndfile could not: (the av module, a container with audio)."""
-    wav = _wav_header(head)
+    """Open with PyAV what libsndfile could not (`sf_exc`) or should not read: (the av module,
+    a container with an audio stream)."""
+    wav = _wav_header(head) if sf_exc is not None else None
     if wav is not None:  # a WAV encoding libsndfile lacks; FFmpeg may have it
         _check_rate(source, wav.rate)
         if wav.channels == 0:
             raise AudioError(source, "the WAV header declares zero channels") from sf_exc
-    elif sf_exc.code == _SF_MALFORMED:
+    elif sf_exc is not None and sf_exc.code == _SF_MALFORMED:
         raise AudioError(source, f"truncated or corrupt {_kind(head) or 'audio'} data") from sf_exc
     try:
         import av
     except ImportError as exc:
-        reason = f"{_unreadable(head, wav)}; soundfile cannot read it and PyAV, which reads more"
-        raise AudioError(source, f"{reason} formats, is not installed: {_AV_HINT}") from exc
+        hint = "soundfile cannot read it and PyAV, which reads more formats, is not installed"
+        reason = f"{_unreadable(head, wav)}; {hint}: pip install 'harken[av]'"
+        raise AudioError(source, reason) from exc
     try:
         container = av.open(_reopen(file), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError) as exc:
@@ -393,14 +414,18 @@ def _open_av(
 
 
 def _load_av(
-    source: object, file: str | bytes, head: bytes, target_rate: int, sf_exc: sf.LibsndfileError
+    source: object,
+    file: str | bytes,
+    head: bytes,
+    target_rate: int,
+    sf_exc: sf.LibsndfileError | None,
 ) -> np.ndarray:
     av, container = _open_av(source, file, head, sf_exc)
     with container:
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate
         sink = _Sink(source, rate, target_rate)
-        declared = round(_av_seconds(av, container) * rate)
+        declared = round(_av_seconds(av, container, head) * rate)
         resampler = av.AudioResampler(format="fltp")  # float, planar; layout and rate unchanged
         try:
             for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
@@ -415,9 +440,11 @@ def _load_av(
     return sink.finish()
 
 
-def _av_seconds(av: ModuleType, container: Any) -> float:
+def _av_seconds(av: ModuleType, container: Any, head: bytes) -> float:
     """The audio length a container states: the stream's, or the whole file's when audio is all
-    it holds (a video track may be longer); 0 when unknown."""
+    it holds (a video track may be longer); 0 when unknown or guessed (MP3 without a header)."""
+    if container.format.name == "mp3" and not _mp3_states_length(head):
+        return 0.0
     stream = container.streams.audio[0]
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
@@ -432,7 +459,7 @@ def _av_duration(
     av, container = _open_av(source, file, head, sf_exc)
     with container:
         _check_rate(source, container.streams.audio[0].codec_context.sample_rate)
-        seconds = _av_seconds(av, container)
+        seconds = _av_seconds(av, container, head)
     if seconds > 0:
         return seconds
     # No length stated (some streamed containers): decode to count.

@@ -480,7 +480,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     the shortest batch to the longest; with `shuffle=False` every epoch does (evaluation).
     With `num_replicas` > 1 each rank takes every num_replicas-th batch; the batch count is made a
     multiple of num_replicas by repeating the first batches of the epoch (or, with `drop_last`,
-    by dropping the last ones), so every rank runs the same number of steps.
+    by dropping the last ones), so every rank runs the same number of steps. With
+    `split_batches`, every batch is instead a global batch shared out between the ranks (rank r
+    takes items r, r + num_replicas, ...; a batch with fewer items than ranks repeats some), so
+    data-parallel training sees the same batches as one process.
     Resuming: `start_batch` is how many batches of one epoch this rank has done; they are skipped
     in `epoch`, or, when `epoch` is not given, in the first epoch selected (`set_epoch`); other
     epochs start from their first batch. `__len__` counts the batches still to come.
@@ -500,6 +503,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
+        split_batches: bool = False,
         epoch: int | None = None,
         start_batch: int = 0,
     ) -> None:
@@ -521,6 +525,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.drop_last = drop_last
+        self.split_batches = split_batches
         if start_batch < 0:
             raise ConfigError(f"start_batch must be >= 0, got {start_batch}")
         self.epoch = epoch or 0
@@ -567,6 +572,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         return skip if resume_epoch in (None, self.epoch) else 0
 
     def _batches_per_rank(self) -> int:
+        if self.split_batches:
+            return len(self._sizes)
         if self.drop_last:
             return len(self._sizes) // self.num_replicas
         return -(-len(self._sizes) // self.num_replicas)
@@ -589,6 +596,10 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._epoch_batches()
+        if self.split_batches:
+            n = self.num_replicas
+            shared = [(b if len(b) >= n else (b * n)[:n])[self.rank :: n] for b in batches]
+            return iter(shared[self.start_batch :])
         total = self._batches_per_rank() * self.num_replicas
         while batches and len(batches) < total:  # pad by repeating from the start of the epoch
             batches += batches[: total - len(batches)]

@@ -27,7 +27,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from harken.models import (
     ConfigMixin,
@@ -141,7 +140,12 @@ class ConvLayer(nn.Module):
 
 
 class RNNLayer(nn.Module):
-    """[BatchNorm] -> [dropout] -> GRU over (B, T, D_in) -> (B, T, H * directions)."""
+    """[BatchNorm] -> [dropout] -> GRU over (B, T, D_in) -> (B, T, H * directions).
+
+    A bidirectional layer is two GRUs; the backward one reads each sequence reversed within its
+    own length, so padding stays at the end and never reaches valid frames. (Packed sequences
+    would do the same, but their backward pass on CPU costs O(T^2) memory traffic.)
+    """
 
     def __init__(
         self, input_size: int, hidden: int, bidirectional: bool, batch_norm: bool, dropout: float
@@ -149,21 +153,26 @@ class RNNLayer(nn.Module):
         super().__init__()
         self.norm = nn.BatchNorm1d(input_size) if batch_norm else None
         self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.GRU(input_size, hidden, batch_first=True, bidirectional=bidirectional)
+        self.rnn = nn.GRU(input_size, hidden, batch_first=True)
+        self.rnn_reverse = nn.GRU(input_size, hidden, batch_first=True) if bidirectional else None
 
     def forward(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         if self.norm is not None:
             x = batch_norm_valid(self.norm, x.transpose(1, 2), mask).transpose(1, 2)
         x = self.dropout(x)
-        if not self.rnn.bidirectional:
-            # Causal: frames past the length cannot reach earlier outputs; no packing needed
-            # (and the unpacked form is what a streaming step or an ONNX export runs).
-            return self.rnn(x)[0]  # type: ignore[no-any-return]
-        packed = pack_padded_sequence(
-            x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
-        )
-        y, _ = self.rnn(packed)
-        return pad_packed_sequence(y, batch_first=True, total_length=x.size(1))[0]
+        # Causal: frames past the length cannot reach earlier outputs.
+        y = self.rnn(x)[0]  # (B, T, H)
+        if self.rnn_reverse is None:
+            return y  # type: ignore[no-any-return]
+        index = _reverse_index(lengths, x.size(1))[..., None]  # (B, T, 1)
+        y_reverse = self.rnn_reverse(x.gather(1, index.expand_as(x)))[0]
+        return torch.cat([y, y_reverse.gather(1, index.expand_as(y_reverse))], dim=-1)
+
+
+def _reverse_index(lengths: Tensor, max_len: int) -> Tensor:
+    """(B, T) time index that reverses frames t < length and leaves the padding in place."""
+    t = torch.arange(max_len, device=lengths.device)[None, :]
+    return torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
 
 
 class DeepSpeech2(nn.Module):

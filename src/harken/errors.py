@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 
@@ -48,6 +49,8 @@ def require(module: str, extra: str) -> ModuleType:
 def _describe(source: object) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
     if hasattr(source, "shape"):
         return f"<array shape {tuple(source.shape)}>"  # type: ignore[attr-defined]
     name = getattr(source, "name", None)

@@ -66,8 +66,7 @@ def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any
 
     An utterance whose audio cannot be read is listed in `failed` and left out of the scores.
     """
-    from harken.audio import load_audio
-    from harken.data import read_manifest
+    from harken.data import load_utterance, read_manifest
     from harken.text import normalize_text
 
     utterances = [u for m in manifests for u in read_manifest(m)]
@@ -90,15 +89,10 @@ def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any
             waves, kept = [], []
             for u in group:
                 try:
-                    wave = load_audio(u.audio, model.sample_rate)
+                    waves.append(load_utterance(u, model.sample_rate))
                 except HarkenError as exc:
                     failed.append({"id": u.id, "audio": str(u.audio), "error": str(exc)})
                     continue
-                if u.offset:
-                    begin = int(u.offset * model.sample_rate)
-                    end = begin + int(u.duration * model.sample_rate) if u.duration else None
-                    wave = wave[begin:end]
-                waves.append(wave)
                 kept.append(u)
             began = time.perf_counter()
             transcripts = model.transcribe_batch(waves, options) if waves else []

@@ -23,7 +23,6 @@ rendered with other settings is never reused by mistake.
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import heapq
 import io
@@ -67,8 +66,10 @@ POOL_SIZE = 200_000
 NEAR_DUPLICATE_OVERLAP = 0.5
 # Rendered audio outside these bounds (seconds per word) is a failed synthesis, not speech.
 SECONDS_PER_WORD_RANGE = (0.08, 2.0)
-# Speech is where the 10 ms frame energy is within this many dB of the loudest frame.
-TRIM_DB = 45.0
+# Speech is where the 10 ms frame energy is within this many dB of the loudest frame (weak final
+# fricatives sit 30-40 dB below the vowels), plus a margin of this many frames on each side.
+TRIM_DB = 50.0
+TRIM_MARGIN_FRAMES = 3
 # Each engine call gets this long before it counts as failed.
 ENGINE_TIMEOUT_S = 120
 
@@ -213,10 +214,20 @@ class _Espeak:
 
 
 def _table(listing: str) -> Iterator[list[str]]:
-    """Rows of `espeak-ng --voices` output: Pty, Language, Age/Gender, VoiceName, File, ..."""
-    for line in listing.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 5:
+    """Rows of `espeak-ng --voices` output: Pty, Language, Age/Gender, VoiceName, File, Other.
+
+    The columns are fixed-width (a file name may hold a space: `!v/Mr serious`), so each row is
+    cut where the header's column titles start.
+    """
+    lines = listing.splitlines()
+    if not lines:
+        return
+    header = lines[0]
+    starts = [header.index(title) for title in ("Language", "Age/Gender", "VoiceName", "File", "Other")]
+    bounds = list(zip([0] + starts, starts + [None]))
+    for line in lines[1:]:
+        fields = [line[a:b].strip() for a, b in bounds]
+        if fields[4]:
             yield fields
 
 
@@ -377,43 +388,34 @@ def read_sentences(
     path: str | os.PathLike[str], *, seed: int = 0, pool_size: int = POOL_SIZE,
     min_words: int = MIN_WORDS, max_words: int = MAX_WORDS,
 ) -> list[str]:
-    """Normalised, distinct sentences (one a line) from a plain or gzip text file.
+    """Normalised, distinct sentences from a text file (one a line, .gz ok) or a manifest.
 
-    Lines are normalised with `harken.text.normalize_text` (numbers spelled out, lowercase);
-    lines outside [min_words, max_words] words are dropped. A file of more than `pool_size` lines
-    is sampled down to that many (seeded) before normalising.
+    Lines are read with `harken.text.read_texts` and normalised with `normalize_text` (numbers
+    spelled out, lowercase); lines outside [min_words, max_words] words are dropped. A file of
+    more than `pool_size` lines is sampled down to that many (seeded) before normalising.
     """
-    from harken.text import normalize_text
+    from harken.text import normalize_text, read_texts
 
-    path = Path(path)
-    with _open_text(path) as handle:
-        total = sum(1 for _ in handle)
+    try:
+        total = sum(1 for _ in read_texts(path))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
     keep: set[int] | None = None
     if total > pool_size:
         rng = np.random.default_rng([seed, 0x7E47])
         keep = set(rng.choice(total, size=pool_size, replace=False).tolist())
     sentences: list[str] = []
     seen: set[str] = set()
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle):
-            if keep is not None and lineno not in keep:
-                continue
-            text = normalize_text(line)
-            if min_words <= len(text.split()) <= max_words and text not in seen:
-                seen.add(text)
-                sentences.append(text)
+    for lineno, line in enumerate(read_texts(path)):
+        if keep is not None and lineno not in keep:
+            continue
+        text = normalize_text(line)
+        if min_words <= len(text.split()) <= max_words and text not in seen:
+            seen.add(text)
+            sentences.append(text)
     if not sentences:
         raise ConfigError(f"{path}: no line of {min_words}-{max_words} words to synthesise")
     return sentences
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    try:
-        if path.suffix == ".gz":
-            return gzip.open(path, "rt", encoding="utf-8", errors="replace")  # type: ignore[return-value]
-        return path.open(encoding="utf-8", errors="replace")  # type: ignore[return-value]
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the text ({exc.strerror or exc})") from exc
 
 
 def select_sentences(sentences: Sequence[str], seed: int = 0) -> Iterator[int]:
@@ -557,7 +559,8 @@ def _trim(audio: np.ndarray, rate: int) -> np.ndarray:
     loud = np.flatnonzero(energy > energy.max() * 10 ** (-TRIM_DB / 10))
     if energy.max() <= 0 or len(loud) == 0:
         return audio[:0]
-    return audio[loud[0] * frame : (loud[-1] + 1) * frame]
+    start = max(0, loud[0] - TRIM_MARGIN_FRAMES) * frame
+    return audio[start : (loud[-1] + 1 + TRIM_MARGIN_FRAMES) * frame]
 
 
 def _render_to_file(task: tuple[Job, str]) -> tuple[Job, float | None, bool, str]:
@@ -629,7 +632,10 @@ def synthesize(
     if jobs > 1:
         import multiprocessing
 
-        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        # fork: workers only run engine programs, and a spawned worker would re-import torch
+        # (harken's package import) for seconds each.
+        methods = multiprocessing.get_all_start_methods()
+        pool = multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(jobs)
     try:
         results = _results(pool, tasks, batch=jobs * 8)
         for job, seconds, reused, error in results:

@@ -100,6 +100,7 @@ class RunSection:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA), "fp32", "bf16", "fp16"
     checkpoint_every: int = 500
+    epochs_per_eval: int = 1  # dev evaluation, model/best export and a checkpoint every N epochs
     keep_checkpoints: int = 2
     log_every: int = 20
     threads: int | None = None
@@ -541,8 +542,7 @@ def train(config: TrainConfig, resume: bool = False,
                     if specaugment is not None:
                         features = specaugment(features, frame_lengths)
                 log_probs, out_lengths = ddp_network(features, frame_lengths)
-            loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch.tokens, out_lengths,
-                              batch.token_lengths, blank=0, reduction="mean", zero_infinity=True)
+            loss = _ctc_loss(log_probs, out_lengths, batch, world)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -591,7 +591,7 @@ def train(config: TrainConfig, resume: bool = False,
             break
         progress["epoch"] += 1
         progress["batch"] = 0
-        if rank == 0:
+        if rank == 0 and progress["epoch"] % config.run.epochs_per_eval == 0:
             _end_of_epoch(config, model, progress, step, out_dir, metrics_path)
             save_checkpoint(out_dir, step, network, optimizer, scheduler, progress,
                             config.run.keep_checkpoints)
@@ -607,6 +607,24 @@ def train(config: TrainConfig, resume: bool = False,
     return final
 
 
+def _ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, batch: Any,
+              world: int) -> torch.Tensor:
+    """CTC loss per utterance divided by its target length, averaged over the global batch.
+
+    With several processes each holds part of the global batch; DDP averages gradients over
+    processes, so the local sum is scaled by world / global batch size to give the same
+    gradients as one process with the whole batch.
+    """
+    per_utterance = F.ctc_loss(log_probs.float().transpose(0, 1), batch.tokens, out_lengths,
+                               batch.token_lengths, blank=0, reduction="none", zero_infinity=True)
+    per_utterance = per_utterance / batch.token_lengths.clamp(min=1).to(per_utterance.dtype)
+    if world == 1:
+        return per_utterance.mean()
+    size = torch.tensor([float(len(per_utterance))], device=per_utterance.device)
+    torch.distributed.all_reduce(size)
+    return per_utterance.sum() * world / size
+
+
 def _sampler(config: TrainConfig, items: list, epoch: int, start_batch: int, world: int,
              rank: int):
     from harken.data import BucketBatchSampler
@@ -614,7 +632,8 @@ def _sampler(config: TrainConfig, items: list, epoch: int, start_batch: int, wor
     return BucketBatchSampler([u for u, _ in items], config.data.max_batch_seconds,
                               max_batch_size=config.data.max_batch_size,
                               sortagrad=config.data.sortagrad, seed=config.run.seed,
-                              num_replicas=world, rank=rank, epoch=epoch, start_batch=start_batch)
+                              num_replicas=world, rank=rank, split_batches=True, epoch=epoch,
+                              start_batch=start_batch)
 
 
 def _augmenter(settings: dict[str, Any] | None):
