@@ -27,7 +27,17 @@ from harken.augment import (
 from harken.errors import ConfigError
 
 RATE = 16000
-LENGTH_PRESERVING = ["reverb", "noise", "babble", "noise_files", "band_limit", "telephone", "codec", "gain", "clipping"]
+LENGTH_PRESERVING = [
+    "reverb",
+    "noise",
+    "babble",
+    "noise_files",
+    "band_limit",
+    "telephone",
+    "codec",
+    "gain",
+    "clipping",
+]
 
 
 def _speech_like(seconds: float = 1.5, seed: int = 0) -> np.ndarray:
@@ -75,7 +85,9 @@ def noise_dir(tmp_path):
 @pytest.mark.parametrize("name", LENGTH_PRESERVING)
 def test_transform_keeps_length_and_is_seeded(name, noise_dir):
     audio = _speech_like()
-    augment = build_augmenter(_only(name), noise_dirs=[noise_dir], babble_source=[_speech_like(2.0, 5)])
+    augment = build_augmenter(
+        _only(name), noise_dirs=[noise_dir], babble_source=[_speech_like(2.0, 5)]
+    )
     out = augment(audio, np.random.default_rng(3))
     assert out.dtype == np.float32 and out.shape == audio.shape
     assert np.isfinite(out).all()
@@ -93,7 +105,11 @@ def test_colored_noise_snr_and_spectrum(color):
     noise = colored_noise(RATE * 4, color, np.random.default_rng(0))
     low, high = _band_energy(noise, 100, 1000), _band_energy(noise, 1000, 8000)
     # Power density ~ 1/f^k: band energies are the integrals over 0.1-1 kHz and 1-8 kHz.
-    expected = {"white": 900 / 7000, "pink": np.log(10) / np.log(8), "brown": (1 / 100 - 1 / 1000) / (1 / 1000 - 1 / 8000)}
+    expected = {
+        "white": 900 / 7000,
+        "pink": np.log(10) / np.log(8),
+        "brown": (1 / 100 - 1 / 1000) / (1 / 1000 - 1 / 8000),
+    }
     assert low / high == pytest.approx(expected[color], rel=0.1)
 
 
@@ -104,18 +120,33 @@ def test_babble_and_noise_files_snr(noise_dir):
     assert _snr_db(audio, augment(audio, np.random.default_rng(0))) == pytest.approx(7.0, abs=0.5)
     augment = build_augmenter(_only("noise_files", snr_db=[3.0, 3.0]), noise_dirs=[noise_dir])
     for seed in range(4):  # both files, looped and cut to length
-        assert _snr_db(audio, augment(audio, np.random.default_rng(seed))) == pytest.approx(3.0, abs=0.5)
+        assert _snr_db(audio, augment(audio, np.random.default_rng(seed))) == pytest.approx(
+            3.0, abs=0.5
+        )
 
 
 def test_babble_from_a_manifest(tmp_path):
     for k in range(3):
         sf.write(tmp_path / f"u{k}.wav", _speech_like(1.0, k + 1), RATE)
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": f"u{k}.wav", "text": "x", "duration": 1.0}) + "\n" for k in range(3)))
-    config = AugmentConfig.from_dict({"babble": {"prob": 1.0, "snr_db": [10, 10], "manifest": str(manifest)},
-                                      "speed": False, "reverb": False, "noise": False})
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio": f"u{k}.wav", "text": "x", "duration": 1.0}) + "\n"
+            for k in range(3)
+        )
+    )
+    config = AugmentConfig.from_dict(
+        {
+            "babble": {"prob": 1.0, "snr_db": [10, 10], "manifest": str(manifest)},
+            "speed": False,
+            "reverb": False,
+            "noise": False,
+        }
+    )
     audio = _speech_like()
-    assert _snr_db(audio, build_augmenter(config)(audio, np.random.default_rng(0))) == pytest.approx(10.0, abs=0.5)
+    assert _snr_db(
+        audio, build_augmenter(config)(audio, np.random.default_rng(0))
+    ) == pytest.approx(10.0, abs=0.5)
 
 
 def test_add_noise_leaves_silence_alone():
@@ -130,7 +161,9 @@ def test_speed_changes_length_and_pitch(factor):
     assert len(out) == pytest.approx(len(tone) / factor, rel=0.01)
     assert _dominant_hz(out) == pytest.approx(440 * factor, rel=0.01)
     augment = build_augmenter(_only("speed", factors=[factor]))
-    assert len(augment(_speech_like(), np.random.default_rng(0))) == pytest.approx(len(_speech_like()) / factor, rel=0.01)
+    assert len(augment(_speech_like(), np.random.default_rng(0))) == pytest.approx(
+        len(_speech_like()) / factor, rel=0.01
+    )
 
 
 @pytest.mark.parametrize("factor", [0.85, 1.1, 1.15])
@@ -202,7 +235,9 @@ def test_clipping_and_gain():
     threshold = np.abs(out).max()
     assert np.mean(np.abs(audio) >= threshold) == pytest.approx(0.02, abs=0.002)
     gained = build_augmenter(_only("gain", db=[-6.0, -6.0]))(audio, np.random.default_rng(0))
-    assert 20 * np.log10(np.abs(gained).max() / np.abs(audio).max()) == pytest.approx(-6.0, abs=1e-3)
+    assert 20 * np.log10(np.abs(gained).max() / np.abs(audio).max()) == pytest.approx(
+        -6.0, abs=1e-3
+    )
 
 
 def test_default_chain_is_seeded_and_keeps_rate():
@@ -227,9 +262,16 @@ def test_apply_reports_what_was_done():
 
 
 def test_config_round_trip_and_switches():
-    config = AugmentConfig.from_dict({"noise": {"prob": 0.2, "snr_db": [0, 10]}, "reverb": False, "codec": True})
+    config = AugmentConfig.from_dict(
+        {
+            "noise": {"prob": 0.2, "snr_db": [0, 10]},
+            "reverb": False,
+            "codec": True,
+            "telephone": 0.05,
+        }
+    )
     assert config.noise.snr_db == (0.0, 10.0) and config.noise.prob == 0.2
-    assert config.reverb.prob == 0.0 and config.codec.prob == 1.0
+    assert config.reverb.prob == 0.0 and config.codec.prob == 1.0 and config.telephone.prob == 0.05
     assert config.speed == AugmentConfig().speed  # untouched sections keep their defaults
     assert AugmentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert AugmentConfig.from_dict(None) == AugmentConfig()
@@ -239,7 +281,10 @@ def test_config_round_trip_and_switches():
     "settings, message",
     [
         ({"nosie": {}}, r"unknown key\(s\) nosie; known: speed, tempo"),
-        ({"noise": {"snr": [1, 2]}}, r"augment.noise: unknown key\(s\) snr; known: prob, snr_db, colors"),
+        (
+            {"noise": {"snr": [1, 2]}},
+            r"augment.noise: unknown key\(s\) snr; known: prob, snr_db, colors",
+        ),
         ({"noise": {"prob": 1.5}}, r"augment.noise.prob: expected a probability"),
         ({"noise": {"snr_db": [30, 10]}}, r"augment.noise.snr_db: expected \[low, high\]"),
         ({"noise": {"snr_db": 10}}, r"augment.noise.snr_db: expected a list"),
@@ -247,7 +292,8 @@ def test_config_round_trip_and_switches():
         ({"speed": {"factors": [0.9, 3.0]}}, r"augment.speed.factors"),
         ({"codec": {"codecs": ["aac"]}}, r"augment.codec.codecs"),
         ({"reverb": {"image_order": "two"}}, r"augment.reverb.image_order: expected an integer"),
-        ({"gain": 3}, r"augment.gain: expected a table"),
+        ({"gain": 3}, r"augment.gain.prob: expected a probability in \[0, 1\], got 3"),
+        ({"gain": "loud"}, r"augment.gain: expected a table of settings, a probability"),
     ],
 )
 def test_config_errors_name_the_key(settings, message):
@@ -259,9 +305,15 @@ def test_missing_sources_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="babble.prob is 0.5 but there is no babble source"):
         build_augmenter(AugmentConfig.from_dict({"babble": {"prob": 0.5}}))
     with pytest.raises(ConfigError, match="noise folder .*nowhere does not exist"):
-        build_augmenter(AugmentConfig.from_dict({"noise_files": {"prob": 0.5, "dirs": [str(tmp_path / "nowhere")]}}))
+        build_augmenter(
+            AugmentConfig.from_dict(
+                {"noise_files": {"prob": 0.5, "dirs": [str(tmp_path / "nowhere")]}}
+            )
+        )
     with pytest.raises(ConfigError, match="noise_files.prob is 0.5 but no audio file was found"):
-        build_augmenter(AugmentConfig.from_dict({"noise_files": {"prob": 0.5, "dirs": [str(tmp_path)]}}))
+        build_augmenter(
+            AugmentConfig.from_dict({"noise_files": {"prob": 0.5, "dirs": [str(tmp_path)]}})
+        )
 
 
 def test_preview_writes_examples_and_spectrograms(tmp_path):

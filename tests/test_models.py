@@ -132,7 +132,9 @@ def test_deepspeech2_lookahead_is_the_only_future_context() -> None:
         boundary = (t + 1 + tau) * s
         change = _changed_outputs(model, 90, boundary)
         assert change[: t + 1].max() < 1e-6, f"output <= {t} sees input frame >= {boundary}"
-        assert _changed_outputs(model, 90, boundary - 1)[t] > 1e-4, "look-ahead shorter than documented"
+        assert _changed_outputs(model, 90, boundary - 1)[t] > 1e-4, (
+            "look-ahead shorter than documented"
+        )
 
 
 def test_chunked_causal_conformer_depends_only_on_its_chunk() -> None:
@@ -237,9 +239,9 @@ def test_unknown_names() -> None:
 @pytest.mark.parametrize(
     ("architecture", "expected"),
     [
-        pytest.param("deepspeech2", 4_012_797, id="deepspeech2-small-4.0M"),
-        pytest.param("conformer", 6_944_669, id="conformer-small-6.9M"),
-        pytest.param("citrinet", 9_624_637, id="citrinet-small-9.6M"),
+        pytest.param("deepspeech2", 3_832_573, id="deepspeech2-small-3.8M"),
+        pytest.param("conformer", 6_304_253, id="conformer-small-6.3M"),
+        pytest.param("citrinet", 9_621_293, id="citrinet-small-9.6M"),
     ],
 )
 def test_small_parameter_counts(architecture: str, expected: int) -> None:
@@ -268,11 +270,12 @@ def test_tiny_model_overfits_one_batch(architecture: str) -> None:
     target_lengths = torch.tensor([6, 6, 5, 4])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(80):
+    for _ in range(40):
         log_probs, out_lengths = model(features, lengths)
         loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    # Converges to ~1-5% of the first loss; half is the bar for "it learns at all".
     assert losses[-1] < 0.5 * losses[0], f"CTC loss went from {losses[0]:.2f} to {losses[-1]:.2f}"

@@ -1,8 +1,10 @@
-"""Synthetic speech: every installed engine renders plausible audio with a correct manifest; runs are
-deterministic for a seed, resumable, and the text selection covers words without near-duplicates."""
+"""Synthetic speech: every installed engine renders plausible audio with a correct manifest;
+runs are deterministic for a seed and resumable; the text selection covers words and skips
+near-duplicates."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -63,7 +65,9 @@ def test_each_engine_renders_plausible_speech(engine, voices, text_file, tmp_pat
     from harken.data import read_manifest
 
     out = tmp_path / "out"
-    report = synthesize(text_file, out, count=2, voices={engine: voices[engine][:2]}, progress=False)
+    report = synthesize(
+        text_file, out, count=2, voices={engine: voices[engine][:2]}, progress=False
+    )
     assert report.failures == [] and report.utterances == 2 and report.rendered == 2
     entries = _manifest(out / "manifest.jsonl")
     assert len(entries) == 2
@@ -88,14 +92,18 @@ def test_same_seed_same_plan_and_audio(voices, text_file, tmp_path):
     if not few:
         pytest.skip("neither espeak-ng nor flite is installed")
     first = synthesize(text_file, tmp_path / "a", count=6, seed=7, voices=few, progress=False)
-    second = synthesize(text_file, tmp_path / "b", count=6, seed=7, voices=few, jobs=2, progress=False)
+    second = synthesize(
+        text_file, tmp_path / "b", count=6, seed=7, voices=few, jobs=2, progress=False
+    )
     other = synthesize(text_file, tmp_path / "c", count=6, seed=8, voices=few, progress=False)
     assert first.failures == second.failures == []
     a, b = _manifest(first.manifest), _manifest(second.manifest)
     assert a == b
     assert a != _manifest(other.manifest)
     for entry in a:  # both engines are deterministic: the files are byte-identical
-        assert (tmp_path / "a" / entry["audio"]).read_bytes() == (tmp_path / "b" / entry["audio"]).read_bytes()
+        assert (tmp_path / "a" / entry["audio"]).read_bytes() == (
+            tmp_path / "b" / entry["audio"]
+        ).read_bytes()
 
 
 def test_resume_keeps_files_and_extends(voices, text_file, tmp_path):
@@ -125,13 +133,25 @@ def test_hours_stops_once_enough_audio(voices, text_file, tmp_path):
     assert sum(durations) >= 10 > sum(durations[:-1])
 
 
-def test_numbers_are_spelled_out(voices, tmp_path):
+def test_numbers_spelled_gzip_text_opus_output(voices, tmp_path):
     if not voices.get("espeak-ng"):
         pytest.skip("espeak-ng is not installed")
-    text = tmp_path / "numbers.txt"
-    text.write_text("I bought 3 apples and 25 pears.\n")
-    report = synthesize(text, tmp_path / "out", count=1, voices={"espeak-ng": voices["espeak-ng"][:1]}, progress=False)
-    assert _manifest(report.manifest)[0]["text"] == "i bought three apples and twenty five pears"
+    text = tmp_path / "numbers.txt.gz"
+    with gzip.open(text, "wt") as handle:
+        handle.write("I bought 3 apples and 25 pears.\n")
+    report = synthesize(
+        text,
+        tmp_path / "out",
+        count=1,
+        voices={"espeak-ng": voices["espeak-ng"][:1]},
+        audio_format="opus",
+        progress=False,
+    )
+    entry = _manifest(report.manifest)[0]
+    assert entry["text"] == "i bought three apples and twenty five pears"
+    assert entry["audio"].endswith(".ogg")
+    info = sf.info(str(tmp_path / "out" / entry["audio"]))
+    assert (info.samplerate, info.subtype) == (16000, "OPUS")
 
 
 def test_selection_covers_words_and_skips_near_duplicates():
@@ -182,7 +202,13 @@ def test_config_errors(text_file, tmp_path):
     with pytest.raises(ConfigError, match="no TTS engine"):
         synthesize(text_file, tmp_path, count=1, voices={"flite": []})
     with pytest.raises(ConfigError, match="audio format"):
-        synthesize(text_file, tmp_path, count=1, voices={"flite": [Voice("flite", "slt")]}, audio_format="mp4")
+        synthesize(
+            text_file,
+            tmp_path,
+            count=1,
+            voices={"flite": [Voice("flite", "slt")]},
+            audio_format="mp4",
+        )
     empty = tmp_path / "empty.txt"
     empty.write_text("hi\n")
     with pytest.raises(ConfigError, match="no line of 3-30 words"):

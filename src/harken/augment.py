@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import math
 import os
 import textwrap
@@ -33,6 +34,7 @@ import soundfile as sf
 
 from harken.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 AudioLike = Union[np.ndarray, str, "os.PathLike[str]"]
 Augmenter = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -44,7 +46,8 @@ _CODEC_KBPS = {"opus": (256.0, 6.0), "mp3": (160.0, 8.0)}
 _SPEED_OF_SOUND = 343.0  # m/s
 # Coloured noise is flat below this frequency (brown noise would otherwise be mostly rumble).
 _NOISE_FLOOR_HZ = 20.0
-# Decoded babble and noise clips kept in memory per augmenter, and the seconds kept of each.
+# Babble and noise clips used per augmenter (decoded once, kept in memory), and the seconds
+# kept of each.
 _CACHE_CLIPS = 64
 _CACHE_SECONDS = 30.0
 
@@ -103,7 +106,7 @@ class BabbleConfig:
 
 @dataclass(frozen=True)
 class NoiseFilesConfig:
-    """Recorded noise (any audio file under `dirs` or `build_augmenter(noise_dirs=...)`) at an SNR."""
+    """Recorded noise at an SNR: any audio file under `dirs` or `build_augmenter(noise_dirs=)`."""
 
     prob: float = 0.0
     snr_db: tuple[float, float] = (0.0, 25.0)
@@ -171,7 +174,8 @@ class AugmentConfig:
     def from_dict(cls, settings: dict[str, Any] | None) -> AugmentConfig:
         """Parse `{"noise": {"prob": 0.5, "snr_db": [5, 30]}, ...}` (a TOML [augment] table).
 
-        Missing keys keep their defaults; `{"reverb": false}` turns a transform off. Raises
+        Missing keys keep their defaults; `{"reverb": false}` turns a transform off and
+        `{"noise": 0.3}` sets only its probability. Raises
         `ConfigError` naming unknown keys (with the known ones) and invalid values.
         """
         settings = settings or {}
@@ -180,9 +184,14 @@ class AugmentConfig:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(settings) - set(known))
         if unknown:
-            raise ConfigError(f"augment: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+            raise ConfigError(
+                f"augment: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            )
         hints = typing.get_type_hints(cls)
-        sections = {name: _section(hints[name], f"augment.{name}", value) for name, value in settings.items()}
+        sections = {
+            name: _section(hints[name], f"augment.{name}", value)
+            for name, value in settings.items()
+        }
         return cls(**sections)
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,16 +199,20 @@ class AugmentConfig:
 
 
 def _section(cls: type, where: str, value: Any) -> Any:
-    if value is False:
-        return cls(prob=0.0)
-    if value is True:
-        return cls(prob=1.0)
+    if isinstance(value, bool):
+        value = {"prob": float(value)}
+    elif isinstance(value, (int, float)):  # `noise = 0.3`: the probability, default ranges
+        value = {"prob": value}
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table of settings (or true/false), got {value!r}")
+        raise ConfigError(
+            f"{where}: expected a table of settings, a probability or true/false, got {value!r}"
+        )
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(value) - set(hints))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(hints)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(hints)}"
+        )
     parsed = {key: _value(f"{where}.{key}", hints[key], item) for key, item in value.items()}
     config = cls(**parsed)
     _validate(config, where)
@@ -216,7 +229,11 @@ def _value(where: str, hint: Any, value: Any) -> Any:
             raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)!r}")
         return tuple(_value(where, args[0], v) for v in value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is int:
@@ -233,38 +250,85 @@ def _validate(config: Any, where: str) -> None:
         raise ConfigError(f"{where}.prob: expected a probability in [0, 1], got {config.prob}")
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if f.name in ("prob", "factors", "colors", "codecs", "dirs") or not isinstance(value, tuple):
+        if f.name in ("prob", "factors", "colors", "codecs", "dirs") or not isinstance(
+            value, tuple
+        ):
             continue
         if value[0] > value[1]:
-            raise ConfigError(f"{where}.{f.name}: expected [low, high] with low <= high, got {list(value)}")
+            raise ConfigError(
+                f"{where}.{f.name}: expected [low, high] with low <= high, got {list(value)}"
+            )
     checks: list[tuple[bool, str]] = []
     if isinstance(config, SpeedConfig):
-        checks.append((bool(config.factors) and all(0.5 <= f <= 2 for f in config.factors),
-                       f"factors: expected speed factors in [0.5, 2], got {list(config.factors)}"))
+        checks.append(
+            (
+                bool(config.factors) and all(0.5 <= f <= 2 for f in config.factors),
+                f"factors: expected speed factors in [0.5, 2], got {list(config.factors)}",
+            )
+        )
     if isinstance(config, TempoConfig):
-        checks.append((0.5 <= config.factor[0] and config.factor[1] <= 2,
-                       f"factor: expected a range within [0.5, 2], got {list(config.factor)}"))
+        checks.append(
+            (
+                0.5 <= config.factor[0] and config.factor[1] <= 2,
+                f"factor: expected a range within [0.5, 2], got {list(config.factor)}",
+            )
+        )
     if isinstance(config, ReverbConfig):
-        checks.append((config.rt60[0] > 0 and config.rt60[1] <= 3, f"rt60: expected seconds in (0, 3], got {list(config.rt60)}"))
-        checks.append((config.room_size[0] >= 1.5, f"room_size: expected metres >= 1.5, got {list(config.room_size)}"))
-        checks.append((0 <= config.image_order <= 4, f"image_order: expected 0-4, got {config.image_order}"))
+        checks.append(
+            (
+                config.rt60[0] > 0 and config.rt60[1] <= 3,
+                f"rt60: expected seconds in (0, 3], got {list(config.rt60)}",
+            )
+        )
+        checks.append(
+            (
+                config.room_size[0] >= 1.5,
+                f"room_size: expected metres >= 1.5, got {list(config.room_size)}",
+            )
+        )
+        checks.append(
+            (0 <= config.image_order <= 4, f"image_order: expected 0-4, got {config.image_order}")
+        )
     if isinstance(config, NoiseConfig):
         bad = sorted(set(config.colors) - set(NOISE_COLORS))
-        checks.append((bool(config.colors) and not bad,
-                       f"colors: expected some of {', '.join(NOISE_COLORS)}, got {list(config.colors)}"))
+        checks.append(
+            (
+                bool(config.colors) and not bad,
+                f"colors: expected some of {', '.join(NOISE_COLORS)}, got {list(config.colors)}",
+            )
+        )
     if isinstance(config, BabbleConfig):
-        checks.append((config.speakers[0] >= 1, f"speakers: expected at least 1, got {list(config.speakers)}"))
+        checks.append(
+            (config.speakers[0] >= 1, f"speakers: expected at least 1, got {list(config.speakers)}")
+        )
     if isinstance(config, BandLimitConfig):
-        checks.append((0 <= config.low_hz[1] < config.high_hz[0] and config.high_hz[1] <= 8000,
-                       f"low_hz/high_hz: expected low cuts below high cuts, within 0-8000 Hz"))
+        checks.append(
+            (
+                0 <= config.low_hz[1] < config.high_hz[0] and config.high_hz[1] <= 8000,
+                f"low_hz/high_hz: expected low cuts below high cuts, within 0-8000 Hz",
+            )
+        )
     if isinstance(config, CodecConfig):
         bad = sorted(set(config.codecs) - set(CODECS))
-        checks.append((bool(config.codecs) and not bad,
-                       f"codecs: expected some of {', '.join(CODECS)}, got {list(config.codecs)}"))
-        checks.append((6 <= config.kbps[0] and config.kbps[1] <= 160, f"kbps: expected 6-160, got {list(config.kbps)}"))
+        checks.append(
+            (
+                bool(config.codecs) and not bad,
+                f"codecs: expected some of {', '.join(CODECS)}, got {list(config.codecs)}",
+            )
+        )
+        checks.append(
+            (
+                6 <= config.kbps[0] and config.kbps[1] <= 160,
+                f"kbps: expected 6-160, got {list(config.kbps)}",
+            )
+        )
     if isinstance(config, ClippingConfig):
-        checks.append((0 < config.fraction[0] and config.fraction[1] < 0.5,
-                       f"fraction: expected a share of samples in (0, 0.5), got {list(config.fraction)}"))
+        checks.append(
+            (
+                0 < config.fraction[0] and config.fraction[1] < 0.5,
+                f"fraction: expected a share of samples in (0, 0.5), got {list(config.fraction)}",
+            )
+        )
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}.{message}")
@@ -275,13 +339,23 @@ def _validate(config: Any, where: str) -> None:
 
 
 class AudioPool:
-    """Audio clips for babble or recorded noise: arrays, or paths decoded on first use and kept
-    (at most `_CACHE_CLIPS` clips, each cut to `_CACHE_SECONDS`)."""
+    """Audio clips for babble or recorded noise: arrays, or paths decoded on first use and kept.
 
-    def __init__(self, sources: Sequence[AudioLike], what: str) -> None:
-        self.sources = list(sources)
-        self.what = what
-        self._cache: dict[int, np.ndarray] = {}
+    Of more than `_CACHE_CLIPS` sources a fixed random subset of that many is used, so memory
+    stays bounded (each clip is cut to `_CACHE_SECONDS`) and nothing is decoded twice. A file that
+    cannot be decoded is logged once and counts as silence: the utterance being augmented is not
+    at fault.
+    """
+
+    def __init__(self, sources: Sequence[AudioLike]) -> None:
+        sources = list(sources)
+        if len(sources) > _CACHE_CLIPS:
+            chosen = np.random.default_rng(len(sources)).choice(
+                len(sources), _CACHE_CLIPS, replace=False
+            )
+            sources = [sources[i] for i in sorted(chosen.tolist())]
+        self.sources = sources
+        self._decoded: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -291,14 +365,17 @@ class AudioPool:
         source = self.sources[index]
         if isinstance(source, np.ndarray):
             return source
-        if index not in self._cache:
+        if index not in self._decoded:
             from harken.audio import SAMPLE_RATE, load_audio
+            from harken.errors import AudioError
 
-            audio = load_audio(source)
-            if len(self._cache) >= _CACHE_CLIPS:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[index] = audio[: round(_CACHE_SECONDS * SAMPLE_RATE)]
-        return self._cache[index]
+            try:
+                audio = load_audio(source)[: round(_CACHE_SECONDS * SAMPLE_RATE)].copy()
+            except (AudioError, OSError) as exc:
+                logger.warning("augmentation source skipped: %s", exc)
+                audio = np.zeros(0, np.float32)
+            self._decoded[index] = audio
+        return self._decoded[index]
 
 
 class Augment:
@@ -332,7 +409,9 @@ class Augment:
             applied.append(f"tempo x{factor:.2f}")
         if rng.random() < c.reverb.prob:
             rt60 = float(rng.uniform(*c.reverb.rt60))
-            audio = reverberate(audio, room_impulse_response(rng, rt60, c.reverb.room_size, c.reverb.image_order))
+            audio = reverberate(
+                audio, room_impulse_response(rng, rt60, c.reverb.room_size, c.reverb.image_order)
+            )
             applied.append(f"reverb RT60 {rt60:.2f} s")
         if rng.random() < c.noise.prob:
             color = c.noise.colors[rng.integers(len(c.noise.colors))]
@@ -350,7 +429,9 @@ class Augment:
             audio = add_noise(audio, _fit(self.noise_files.clip(rng), len(audio), rng), snr)
             applied.append(f"recorded noise {snr:.0f} dB SNR")
         if rng.random() < c.band_limit.prob:
-            low, high = float(rng.uniform(*c.band_limit.low_hz)), float(rng.uniform(*c.band_limit.high_hz))
+            low, high = float(rng.uniform(*c.band_limit.low_hz)), float(
+                rng.uniform(*c.band_limit.high_hz)
+            )
             audio = band_limit(audio, low, high)
             applied.append(f"band {low:.0f}-{high:.0f} Hz")
         if rng.random() < c.telephone.prob:
@@ -387,16 +468,19 @@ def build_augmenter(
     """
     config = config or AugmentConfig()
     dirs = [*config.noise_files.dirs, *noise_dirs]
-    noise_files = AudioPool(_audio_files(dirs), "noise files")
+    noise_files = AudioPool(_audio_files(dirs))
     if config.noise_files.prob > 0 and not len(noise_files):
         where = ", ".join(map(str, dirs)) or "no folder given (noise_files.dirs or noise_dirs)"
-        raise ConfigError(f"augment.noise_files.prob is {config.noise_files.prob} but no audio file was found: {where}")
+        raise ConfigError(
+            f"augment.noise_files.prob is {config.noise_files.prob} "
+            f"but no audio file was found: {where}"
+        )
     source = babble_source if babble_source is not None else config.babble.manifest
     if isinstance(source, (str, os.PathLike)):
         from harken.data import read_manifest
 
         source = [u.audio for u in read_manifest(source)]
-    babble_pool = AudioPool(list(source or []), "babble")
+    babble_pool = AudioPool(list(source or []))
     if config.babble.prob > 0 and not len(babble_pool):
         raise ConfigError(
             f"augment.babble.prob is {config.babble.prob} but there is no babble source "
@@ -427,7 +511,9 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return resample(audio, SAMPLE_RATE, round(SAMPLE_RATE / factor))
 
 
-def change_tempo(audio: np.ndarray, factor: float, frame_s: float = 0.03, search_s: float = 0.008) -> np.ndarray:
+def change_tempo(
+    audio: np.ndarray, factor: float, frame_s: float = 0.03, search_s: float = 0.008
+) -> np.ndarray:
     """`factor` times faster at the same pitch (WSOLA): the length becomes len / factor.
 
     Frames of `frame_s` are overlap-added at half-frame hops; each is taken from within
@@ -442,7 +528,9 @@ def change_tempo(audio: np.ndarray, factor: float, frame_s: float = 0.03, search
     if len(audio) < 2 * frame or target < frame:
         return change_speed(audio, factor)  # too short for overlap-add
     window = np.hanning(frame).astype(np.float32)
-    padded = np.concatenate([np.zeros(tolerance, np.float32), audio, np.zeros(frame + tolerance + hop, np.float32)])
+    padded = np.concatenate(
+        [np.zeros(tolerance, np.float32), audio, np.zeros(frame + tolerance + hop, np.float32)]
+    )
     frames = math.ceil(target / hop) + 1
     out = np.zeros(frames * hop + frame, np.float32)
     norm = np.zeros_like(out)
@@ -466,7 +554,10 @@ def change_tempo(audio: np.ndarray, factor: float, frame_s: float = 0.03, search
 
 
 def room_impulse_response(
-    rng: np.random.Generator, rt60: float, room_size: tuple[float, float] = (3.0, 10.0), image_order: int = 2
+    rng: np.random.Generator,
+    rt60: float,
+    room_size: tuple[float, float] = (3.0, 10.0),
+    image_order: int = 2,
 ) -> np.ndarray:
     """A synthetic room impulse response at 16 kHz, direct path at sample 0 with amplitude 1.
 
@@ -501,7 +592,9 @@ def room_impulse_response(
     rx, ry, rz = np.meshgrid(*reflections, indexing="ij")
     order = (rx + ry + rz).ravel()
     keep = order <= image_order
-    distance = np.sqrt((px.ravel() - mic[0]) ** 2 + (py.ravel() - mic[1]) ** 2 + (pz.ravel() - mic[2]) ** 2)[keep]
+    distance = np.sqrt(
+        (px.ravel() - mic[0]) ** 2 + (py.ravel() - mic[1]) ** 2 + (pz.ravel() - mic[2]) ** 2
+    )[keep]
     delay = np.round((distance - direct) / _SPEED_OF_SOUND * SAMPLE_RATE).astype(int)
     gain = beta ** order[keep] * direct / np.maximum(distance, 0.1)
     inside = delay < length
@@ -522,7 +615,9 @@ def room_impulse_response(
 def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """Convolve with `rir` (FFT), keep the length and the RMS level of the input."""
     fft_size = _fast_length(len(audio) + len(rir) - 1)
-    wet = np.fft.irfft(np.fft.rfft(audio, fft_size) * np.fft.rfft(rir, fft_size), fft_size)[: len(audio)]
+    wet = np.fft.irfft(np.fft.rfft(audio, fft_size) * np.fft.rfft(rir, fft_size), fft_size)[
+        : len(audio)
+    ]
     dry_power = float(np.mean(np.square(audio, dtype=np.float64)))
     wet_power = float(np.mean(np.square(wet)))
     if wet_power > 0:
@@ -594,7 +689,9 @@ def _fit(clip_audio: np.ndarray, length: int, rng: np.random.Generator) -> np.nd
     return np.tile(clip_audio, reps)[start : start + length]
 
 
-def band_limit(audio: np.ndarray, low_hz: float, high_hz: float, transition: float = 0.15) -> np.ndarray:
+def band_limit(
+    audio: np.ndarray, low_hz: float, high_hz: float, transition: float = 0.15
+) -> np.ndarray:
     """Band-pass `low_hz`-`high_hz` with raised-cosine edges `transition` octaves wide (FFT);
     `low_hz` 0 keeps the low end."""
     from harken.audio import SAMPLE_RATE
@@ -608,7 +705,9 @@ def band_limit(audio: np.ndarray, low_hz: float, high_hz: float, transition: flo
             continue
         lo, hi = cut * 2 ** (-transition / 2), cut * 2 ** (transition / 2)
         first, last = min(int(lo / bin_hz), len(mask)), min(math.ceil(hi / bin_hz), len(mask) - 1)
-        ramp = 0.5 - 0.5 * np.cos(np.pi * np.clip((np.arange(first, last + 1) * bin_hz - lo) / (hi - lo), 0, 1))
+        ramp = 0.5 - 0.5 * np.cos(
+            np.pi * np.clip((np.arange(first, last + 1) * bin_hz - lo) / (hi - lo), 0, 1)
+        )
         if rising:
             mask[:first] = 0
             mask[first : last + 1] *= ramp
@@ -643,10 +742,24 @@ def codec_round_trip(audio: np.ndarray, codec: str, kbps: float) -> np.ndarray:
     peak = float(np.max(np.abs(audio))) or 1.0
     scale = max(peak, 0.99)  # keep the encoder's input in [-1, 1]
     if codec == "opus":
-        sf.write(buffer, audio / scale, SAMPLE_RATE, format="OGG", subtype="OPUS", compression_level=level)
+        sf.write(
+            buffer,
+            audio / scale,
+            SAMPLE_RATE,
+            format="OGG",
+            subtype="OPUS",
+            compression_level=level,
+        )
     else:
-        sf.write(buffer, audio / scale, SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III",
-                 compression_level=level, bitrate_mode="CONSTANT")
+        sf.write(
+            buffer,
+            audio / scale,
+            SAMPLE_RATE,
+            format="MP3",
+            subtype="MPEG_LAYER_III",
+            compression_level=level,
+            bitrate_mode="CONSTANT",
+        )
     buffer.seek(0)
     decoded, _ = sf.read(buffer, dtype="float32")
     return _same_length(_undo_delay(decoded, audio) * np.float32(scale), len(audio))
@@ -718,8 +831,9 @@ def preview(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    figure, axes = plt.subplots(len(clips), examples + 1, figsize=(3.2 * (examples + 1), 2.4 * len(clips)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(clips), examples + 1, figsize=(3.2 * (examples + 1), 2.4 * len(clips)), squeeze=False
+    )
     for row, (name, audio) in enumerate(clips):
         versions = [(audio, "original")]
         for k in range(examples):
@@ -732,7 +846,9 @@ def preview(
             written.append(path)
             ax = axes[row][col]
             if len(version) > 256:
-                ax.specgram(version, NFFT=400, Fs=SAMPLE_RATE, noverlap=240, cmap="magma", vmin=-130)
+                ax.specgram(
+                    version, NFFT=400, Fs=SAMPLE_RATE, noverlap=240, cmap="magma", vmin=-130
+                )
             ax.set_title(textwrap.fill(title, 48), fontsize=7)
             ax.tick_params(labelsize=6)
             ax.set_ylim(0, SAMPLE_RATE / 2)

@@ -59,13 +59,22 @@ class CitrinetConfig(ConfigMixin):
         kernels = [self.prologue_kernel, self.epilogue_kernel] + [
             k for block in self.block_kernels for k in block
         ]
-        self._require(all(k >= 1 and k % 2 == 1 for k in kernels), "block_kernels",
-                      "odd kernel sizes (prologue, blocks and epilogue)")
-        self._require(len(self.block_kernels) >= 1 and all(self.block_kernels), "block_kernels",
-                      "at least one mega-block of at least one block")
-        self._require(len(self.block_strides) == len(self.block_kernels)
-                      and all(s in (1, 2) for s in self.block_strides), "block_strides",
-                      f"{len(self.block_kernels)} strides of 1 or 2, one per mega-block")
+        self._require(
+            all(k >= 1 and k % 2 == 1 for k in kernels),
+            "block_kernels",
+            "odd kernel sizes (prologue, blocks and epilogue)",
+        )
+        self._require(
+            len(self.block_kernels) >= 1 and all(self.block_kernels),
+            "block_kernels",
+            "at least one mega-block of at least one block",
+        )
+        self._require(
+            len(self.block_strides) == len(self.block_kernels)
+            and all(s in (1, 2) for s in self.block_strides),
+            "block_strides",
+            f"{len(self.block_kernels)} strides of 1 or 2, one per mega-block",
+        )
         for key in ("prologue_filters", "filters", "epilogue_filters", "repeat", "se_reduction"):
             self._require(getattr(self, key) >= 1, key, "a positive count")
         self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
@@ -83,13 +92,25 @@ class MaskedConv1d(nn.Module):
     """Conv1d that zeroes input frames past the length: (B, C, T), (B,) -> (B, C', T'), (B,)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
         bias: bool = False,
     ) -> None:
         super().__init__()
         self.stride = stride
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride,
-                              padding=(kernel - 1) // 2, groups=groups, bias=bias)
+        self.conv = nn.Conv1d(
+            in_channels,
+            out_channels,
+            kernel,
+            stride=stride,
+            padding=(kernel - 1) // 2,
+            groups=groups,
+            bias=bias,
+        )
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = self.conv(x * padding_mask(lengths, x.size(2))[:, None, :])
@@ -106,7 +127,9 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         hidden = max(1, channels // reduction)
         self.fc = nn.Sequential(
-            nn.Linear(channels, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, channels, bias=False)
+            nn.Linear(channels, hidden, bias=False),
+            nn.ReLU(),
+            nn.Linear(hidden, channels, bias=False),
         )
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,8 +145,15 @@ class CitrinetBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, stride: int, repeat: int,
-        residual: bool, se_reduction: int, dropout: float,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        repeat: int,
+        residual: bool,
+        se_reduction: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -142,10 +172,16 @@ class CitrinetBlock(nn.Module):
         layers.append(SqueezeExcite(out_channels, se_reduction))
         self.mconv = nn.ModuleList(layers)
         self.res = (
-            nn.ModuleList([nn.ModuleList([
-                MaskedConv1d(in_channels, out_channels, 1, stride),
-                nn.BatchNorm1d(out_channels, eps=_BN_EPS),
-            ])])
+            nn.ModuleList(
+                [
+                    nn.ModuleList(
+                        [
+                            MaskedConv1d(in_channels, out_channels, 1, stride),
+                            nn.BatchNorm1d(out_channels, eps=_BN_EPS),
+                        ]
+                    )
+                ]
+            )
             if residual
             else None
         )
@@ -161,9 +197,14 @@ class CitrinetBlock(nn.Module):
             else:
                 out = layer(out)
         if self.res is not None:
-            conv, norm = self.res[0]  # type: ignore[misc]
-            res, _ = conv(x, lengths)
-            out = out + batch_norm_valid(norm, res, padding_mask(out_lengths, res.size(2)))
+            for branch in self.res:  # one branch (NeMo keeps a list for dense residuals)
+                res, res_lengths = x, lengths
+                for layer in branch.children():
+                    if isinstance(layer, MaskedConv1d):
+                        res, res_lengths = layer(res, res_lengths)
+                    else:
+                        res = batch_norm_valid(layer, res, padding_mask(res_lengths, res.size(2)))
+                out = out + res
         return self.mout(out), out_lengths
 
 
@@ -174,14 +215,20 @@ class CitrinetEncoder(nn.Module):
         super().__init__()
         c = config
 
-        def block(c_in: int, c_out: int, kernel: int, stride: int, repeat: int, residual: bool) -> CitrinetBlock:
-            return CitrinetBlock(c_in, c_out, kernel, stride, repeat, residual, c.se_reduction, c.dropout)
+        def block(
+            c_in: int, c_out: int, kernel: int, stride: int, repeat: int, residual: bool
+        ) -> CitrinetBlock:
+            return CitrinetBlock(
+                c_in, c_out, kernel, stride, repeat, residual, c.se_reduction, c.dropout
+            )
 
         blocks = [block(input_dim, c.prologue_filters, c.prologue_kernel, 1, 1, False)]
         channels = c.prologue_filters
         for kernels, stride in zip(c.block_kernels, c.block_strides):
             for i, kernel in enumerate(kernels):
-                blocks.append(block(channels, c.filters, kernel, stride if i == 0 else 1, c.repeat, True))
+                blocks.append(
+                    block(channels, c.filters, kernel, stride if i == 0 else 1, c.repeat, True)
+                )
                 channels = c.filters
         blocks.append(block(channels, c.epilogue_filters, c.epilogue_kernel, 1, 1, False))
         self.encoder = nn.ModuleList(blocks)

@@ -54,9 +54,14 @@ def write_manifest(utterances: Iterable[Utterance], path: str | os.PathLike[str]
     with partial.open("w", encoding="utf-8") as handle:
         for u in utterances:
             audio = Path(os.path.abspath(u.audio))
-            audio_text = audio.relative_to(base).as_posix() if audio.is_relative_to(base) else str(audio)
-            line: dict[str, Any] = {"audio": audio_text, "text": u.text,
-                                    "duration": round(utterance_duration(u), 3)}
+            audio_text = (
+                audio.relative_to(base).as_posix() if audio.is_relative_to(base) else str(audio)
+            )
+            line: dict[str, Any] = {
+                "audio": audio_text,
+                "text": u.text,
+                "duration": round(utterance_duration(u), 3),
+            }
             if u.segment or u.offset:
                 line["offset"] = u.offset
             if u.speaker is not None:
@@ -118,7 +123,9 @@ def filter_utterances(
             reason = f"shorter than {min_duration} s"
         elif max_duration is not None and seconds > max_duration:
             reason = f"longer than {max_duration} s"
-        elif max_chars_per_second is not None and len(u.text) > max_chars_per_second * max(seconds, 1e-3):
+        elif max_chars_per_second is not None and len(u.text) > max_chars_per_second * max(
+            seconds, 1e-3
+        ):
             reason = f"more than {max_chars_per_second} characters a second"
         elif where and any(str(_field(u, key)) not in values for key, values in where.items()):
             reason = "field values not selected"
@@ -213,8 +220,10 @@ class Summary:
         for low, high, n in self.histogram:
             label = f"{low:g}-{high:g}" if math.isfinite(high) else f">={low:g}"
             lines.append(f"  {label:>7}  {n:7d}  {'#' * round(40 * n / peak)}")
-        lines.append("speakers with most audio: " + ", ".join(
-            f"{s} ({h * 60:.1f} min)" for s, h in self.top_speakers))
+        lines.append(
+            "speakers with most audio: "
+            + ", ".join(f"{s} ({h * 60:.1f} min)" for s, h in self.top_speakers)
+        )
         lines.append("most frequent words: " + ", ".join(f"{w} ({n})" for w, n in self.top_words))
         return "\n".join(lines)
 
@@ -241,7 +250,9 @@ def summarize(utterances: Sequence[Utterance], top: int = 10) -> Summary:
         min_duration=0.0 if empty else float(durations.min()),
         mean_duration=0.0 if empty else float(durations.mean()),
         max_duration=0.0 if empty else float(durations.max()),
-        histogram=[(lo, hi, int(n)) for lo, hi, n in zip(HISTOGRAM_EDGES, HISTOGRAM_EDGES[1:], counts)],
+        histogram=[
+            (lo, hi, int(n)) for lo, hi, n in zip(HISTOGRAM_EDGES, HISTOGRAM_EDGES[1:], counts)
+        ],
         top_speakers=[(s, sec / 3600) for s, sec in speaker_seconds.most_common(top)],
         top_words=words.most_common(top),
     )
@@ -254,20 +265,34 @@ def summarize(utterances: Sequence[Utterance], top: int = 10) -> Summary:
 def register_data_commands(subparsers: Any) -> None:
     """Add `harken data synth|combine|filter|split|summary|preview` to an argparse subparsers
     object; each command sets `func(args) -> int` (the exit status)."""
-    data = subparsers.add_parser("data", help="training data: synthesise, combine, filter, split, summarise")
+    data = subparsers.add_parser(
+        "data", help="training data: synthesise, combine, filter, split, summarise"
+    )
     sub = data.add_subparsers(dest="data_command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("synth", help="render sentences with every offline TTS voice installed")
-    p.add_argument("--text", required=True, help="sentences, one a line (plain or .gz), or a manifest")
+    p.add_argument(
+        "--text", required=True, help="sentences, one a line (plain or .gz), or a manifest"
+    )
     p.add_argument("--out", required=True, help="output folder (audio/ and manifest.jsonl)")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--hours", type=float, help="render at least this much speech")
     size.add_argument("--count", type=int, help="render this many utterances")
-    p.add_argument("--engines", nargs="+", default=None, metavar="ENGINE",
-                   help="engines to use (default: all installed: espeak-ng flite festival pico2wave)")
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=None,
+        metavar="ENGINE",
+        help="engines to use (default: all installed: espeak-ng flite festival pico2wave)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: all cores)",
+    )
     p.add_argument("--format", dest="audio_format", choices=("flac", "opus"), default="flac")
     p.set_defaults(func=_run_synth)
 
@@ -281,20 +306,37 @@ def register_data_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--min-duration", type=float, default=None, help="seconds")
     p.add_argument("--max-duration", type=float, default=None, help="seconds")
-    p.add_argument("--alphabet", default=DEFAULT_ALPHABET,
-                   help="characters a transcript may use (default: a-z, apostrophe, space)")
+    p.add_argument(
+        "--alphabet",
+        default=DEFAULT_ALPHABET,
+        help="characters a transcript may use (default: a-z, apostrophe, space)",
+    )
     p.add_argument("--any-characters", action="store_true", help="do not check the alphabet")
-    p.add_argument("--max-chars-per-second", type=float, default=None,
-                   help="drop transcripts too long for their audio (e.g. 25)")
-    p.add_argument("--where", action="append", default=[], metavar="FIELD=V1,V2",
-                   help="keep lines whose FIELD is one of the values (repeatable), e.g. engine=flite,festival")
+    p.add_argument(
+        "--max-chars-per-second",
+        type=float,
+        default=None,
+        help="drop transcripts too long for their audio (e.g. 25)",
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="keep lines whose FIELD is one of the values (repeatable), e.g. engine=flite,festival",
+    )
     p.set_defaults(func=_run_filter)
 
     p = sub.add_parser("split", help="split by speaker into parts with no speaker in common")
     p.add_argument("manifests", nargs="+")
     p.add_argument("--out", required=True, help="folder for <part>.jsonl")
-    p.add_argument("--parts", nargs="+", default=["train=0.9", "dev=0.05", "test=0.05"],
-                   metavar="NAME=FRACTION", help="share of audio time per part (default: train=0.9 dev=0.05 test=0.05)")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["train=0.9", "dev=0.05", "test=0.05"],
+        metavar="NAME=FRACTION",
+        help="share of audio time per part (default: train=0.9 dev=0.05 test=0.05)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_split)
 
@@ -306,8 +348,11 @@ def register_data_commands(subparsers: Any) -> None:
     p = sub.add_parser("preview", help="write augmented examples (WAV) and a spectrogram PNG")
     p.add_argument("inputs", nargs="+", help="audio files or manifests (the first few utterances)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--augment", default=None,
-                   help="augmentation settings: a TOML or JSON file (or a JSON string); default: the defaults")
+    p.add_argument(
+        "--augment",
+        default=None,
+        help="augmentation settings: a TOML or JSON file (or a JSON string); default: the defaults",
+    )
     p.add_argument("--examples", type=int, default=4, help="augmented versions of each input")
     p.add_argument("--max-inputs", type=int, default=3)
     p.add_argument("--noise-dir", action="append", default=[], help="folder of noise recordings")
@@ -320,11 +365,22 @@ def _run_synth(args: argparse.Namespace) -> int:
 
     voices = discover_voices(args.engines)
     print(describe_voices(voices), file=sys.stderr)
-    report = synthesize(args.text, args.out, hours=args.hours, count=args.count, seed=args.seed,
-                        jobs=args.jobs, audio_format=args.audio_format, voices=voices)
-    print(f"{report.manifest}: {report.utterances} utterances, {report.seconds / 3600:.2f} h "
-          f"({report.rendered} rendered, {report.reused} kept from before, "
-          f"{len(report.failures)} failed)", file=sys.stderr)
+    report = synthesize(
+        args.text,
+        args.out,
+        hours=args.hours,
+        count=args.count,
+        seed=args.seed,
+        jobs=args.jobs,
+        audio_format=args.audio_format,
+        voices=voices,
+    )
+    print(
+        f"{report.manifest}: {report.utterances} utterances, {report.seconds / 3600:.2f} h "
+        f"({report.rendered} rendered, {report.reused} kept from before, "
+        f"{len(report.failures)} failed)",
+        file=sys.stderr,
+    )
     for failure in report.failures[:10]:
         print(f"  failed: {failure}", file=sys.stderr)
     return 0 if report.utterances else 1
@@ -344,9 +400,12 @@ def _run_filter(args: argparse.Namespace) -> int:
             raise ConfigError(f"--where expects FIELD=VALUE[,VALUE...], got {item!r}")
         where.setdefault(key, set()).update(values.split(","))
     result = filter_utterances(
-        read_manifests(args.manifests), min_duration=args.min_duration,
-        max_duration=args.max_duration, alphabet=None if args.any_characters else args.alphabet,
-        max_chars_per_second=args.max_chars_per_second, where=where or None,
+        read_manifests(args.manifests),
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        alphabet=None if args.any_characters else args.alphabet,
+        max_chars_per_second=args.max_chars_per_second,
+        where=where or None,
     )
     write_manifest(result.kept, args.out)
     dropped = ", ".join(f"{n} {reason}" for reason, n in result.dropped.most_common()) or "none"
@@ -369,8 +428,11 @@ def _run_split(args: argparse.Namespace) -> int:
         path = Path(args.out) / f"{name}.jsonl"
         write_manifest(utterances, path)
         summary = summarize(utterances)
-        print(f"{path}: {summary.utterances} utterances, {summary.hours:.2f} h, "
-              f"{summary.speakers} speakers", file=sys.stderr)
+        print(
+            f"{path}: {summary.utterances} utterances, {summary.hours:.2f} h, "
+            f"{summary.speakers} speakers",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -380,7 +442,9 @@ def _run_summary(args: argparse.Namespace) -> int:
         from dataclasses import asdict
 
         record = asdict(summary)
-        record["histogram"] = [[lo, hi if math.isfinite(hi) else None, n] for lo, hi, n in summary.histogram]
+        record["histogram"] = [
+            [lo, hi if math.isfinite(hi) else None, n] for lo, hi, n in summary.histogram
+        ]
         print(json.dumps(record, indent=2, ensure_ascii=False))
     else:
         print(summary.to_text())
@@ -394,8 +458,15 @@ def _run_preview(args: argparse.Namespace) -> int:
     if args.augment:
         settings = _read_settings(args.augment)
     config = AugmentConfig.from_dict(settings)
-    written = preview(args.inputs, args.out, config, examples=args.examples,
-                      max_inputs=args.max_inputs, noise_dirs=args.noise_dir, seed=args.seed)
+    written = preview(
+        args.inputs,
+        args.out,
+        config,
+        examples=args.examples,
+        max_inputs=args.max_inputs,
+        noise_dirs=args.noise_dir,
+        seed=args.seed,
+    )
     for path in written:
         print(path)
     return 0
@@ -413,6 +484,7 @@ def _read_settings(value: str) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
         import tomllib
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -422,4 +494,3 @@ def _read_settings(value: str) -> dict[str, Any]:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-

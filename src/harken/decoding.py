@@ -115,19 +115,14 @@ def collapse_path(path: Sequence[int] | np.ndarray, blank_id: int = 0
                   ) -> tuple[list[int], list[int], list[int]]:
     """A frame-level CTC path (one token per frame) -> (token ids, first frame of each token,
     last frame of each token): repeats merge, blanks separate and are dropped."""
-    ids: list[int] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    previous = blank_id
-    for t, token in enumerate(np.asarray(path).tolist()):
-        if token != blank_id and token == previous:
-            ends[-1] = t
-        elif token != blank_id:
-            ids.append(token)
-            starts.append(t)
-            ends.append(t)
-        previous = token
-    return ids, starts, ends
+    path = np.asarray(path)
+    if len(path) == 0:
+        return [], [], []
+    run_starts = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
+    run_ends = np.r_[run_starts[1:] - 1, len(path) - 1]
+    tokens = path[run_starts] != blank_id
+    return (path[run_starts][tokens].tolist(), run_starts[tokens].tolist(),
+            run_ends[tokens].tolist())
 
 
 def build_transcript(
@@ -146,8 +141,8 @@ def build_transcript(
     for text, positions in tokenizer.split_words(ids):
         if not positions:
             continue
-        confidence = float(np.exp(np.mean(np.log(np.maximum(
-            [token_confidences[p] for p in positions], 1e-12)))))
+        confidence = math.exp(math.fsum(math.log(max(token_confidences[p], 1e-12))
+                                        for p in positions) / len(positions))
         words.append(Word(
             word=text,
             start=round(time_offset + starts[positions[0]] * frame_seconds, 3),
@@ -210,7 +205,9 @@ def path_transcript(
     the geometric mean, over its tokens, of each token's highest posterior in its frames.
     """
     ids, starts, ends = collapse_path(path, tokenizer.blank_id)
-    confidences = [float(np.exp(frame_scores[s:e + 1].max())) for s, e in zip(starts, ends)]
+    # A token's frames are followed only by blanks until the next token starts.
+    token_frames = np.where(np.asarray(path) != tokenizer.blank_id, frame_scores, -np.inf)
+    confidences = np.exp(np.maximum.reduceat(token_frames, starts)).tolist() if starts else []
     return build_transcript(ids, starts, ends, confidences, tokenizer, frame_seconds,
                             score=score, duration=len(path) * frame_seconds,
                             time_offset=time_offset)
@@ -222,7 +219,7 @@ DEFAULT_BEAM_WIDTH = 32
 DEFAULT_LM_WEIGHT = 0.5  # alpha, applied to natural-log LM probabilities
 DEFAULT_WORD_SCORE = 1.0  # beta, with an LM (0 without one)
 DEFAULT_BEAM_THRESHOLD = 25.0
-DEFAULT_TOKEN_BEAM = 16  # tokens tried per frame: the most probable ones
+DEFAULT_TOKEN_BEAM = 8  # tokens tried per frame (the most probable): raise for large vocabularies
 
 
 @dataclass(frozen=True)
@@ -344,12 +341,15 @@ def get_decoder(tokenizer: WordTokenizer, options: DecodeOptions | None = None) 
     few are kept: building one loads the LM and its lexicon)."""
     from harken.beam import Decoder
 
+    from harken.lm import info_path
+
     options = options or DecodeOptions()
-    lm_stamp = None
-    if options.lm is not None and os.path.exists(options.lm):
-        stat = os.stat(options.lm)
-        lm_stamp = (stat.st_mtime_ns, stat.st_size)
-    key = (type(tokenizer), tuple(tokenizer.tokens), options.cache_key(), lm_stamp)
+    lm_stamps = []  # a rebuilt LM or newly tuned weights make a new decoder
+    if options.lm is not None:
+        for path in (options.lm, info_path(options.lm)):
+            stat = os.stat(path) if os.path.exists(path) else None
+            lm_stamps.append((stat.st_mtime_ns, stat.st_size) if stat else None)
+    key = (type(tokenizer), tuple(tokenizer.tokens), options.cache_key(), tuple(lm_stamps))
     with _DECODERS_LOCK:
         decoder = _DECODERS.get(key)
         if decoder is not None:

@@ -39,12 +39,12 @@ from harken.models import (
 
 @dataclass(frozen=True)
 class DeepSpeech2Config(ConfigMixin):
-    """DeepSpeech2 hyper-parameters. The defaults are the "small" size (~4 M parameters)."""
+    """DeepSpeech2 hyper-parameters. The defaults are the "small" size (~3.8 M parameters)."""
 
     # One entry per conv layer. Kernels are (time, frequency); frequency is padded to keep
     # ceil(F / stride) bins and reduced by `conv_freq_strides`.
     conv_channels: tuple[int, ...] = (32, 32)
-    conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (11, 21))
+    conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (5, 11))
     conv_freq_strides: tuple[int, ...] = (2, 2)
     # Total time stride: a power of two; the first log2(time_stride) conv layers get stride 2.
     time_stride: int = 2
@@ -62,26 +62,48 @@ class DeepSpeech2Config(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = len(self.conv_channels)
-        self._require(n >= 1 and all(c >= 1 for c in self.conv_channels), "conv_channels",
-                      "at least one positive channel count")
-        self._require(len(self.conv_kernels) == n, "conv_kernels",
-                      f"{n} (time, frequency) kernels, one per conv layer")
-        self._require(all(t >= 1 and f >= 1 and f % 2 == 1 for t, f in self.conv_kernels),
-                      "conv_kernels", "positive kernels with odd frequency sizes")
-        self._require(len(self.conv_freq_strides) == n and min(self.conv_freq_strides) >= 1,
-                      "conv_freq_strides", f"{n} positive strides, one per conv layer")
-        self._require(self.time_stride >= 1 and self.time_stride & (self.time_stride - 1) == 0
-                      and self.time_stride <= 2**n, "time_stride",
-                      f"a power of two <= {2**n} ({n} conv layers)")
+        self._require(
+            n >= 1 and all(c >= 1 for c in self.conv_channels),
+            "conv_channels",
+            "at least one positive channel count",
+        )
+        self._require(
+            len(self.conv_kernels) == n,
+            "conv_kernels",
+            f"{n} (time, frequency) kernels, one per conv layer",
+        )
+        self._require(
+            all(t >= 1 and f >= 1 and f % 2 == 1 for t, f in self.conv_kernels),
+            "conv_kernels",
+            "positive kernels with odd frequency sizes",
+        )
+        self._require(
+            len(self.conv_freq_strides) == n and min(self.conv_freq_strides) >= 1,
+            "conv_freq_strides",
+            f"{n} positive strides, one per conv layer",
+        )
+        self._require(
+            self.time_stride >= 1
+            and self.time_stride & (self.time_stride - 1) == 0
+            and self.time_stride <= 2**n,
+            "time_stride",
+            f"a power of two <= {2**n} ({n} conv layers)",
+        )
         strides = self.conv_time_strides
-        self._require(all(k >= s for (k, _), s in zip(self.conv_kernels, strides)),
-                      "conv_kernels", "time kernels at least as long as their stride")
+        self._require(
+            all(k >= s for (k, _), s in zip(self.conv_kernels, strides)),
+            "conv_kernels",
+            "time kernels at least as long as their stride",
+        )
         self._require(self.activation in ("hardtanh", "relu"), "activation", "hardtanh or relu")
         self._require(self.rnn_hidden >= 1, "rnn_hidden", "a positive size")
         self._require(self.rnn_layers >= 1, "rnn_layers", "at least 1")
         self._require(self.lookahead >= 0, "lookahead", ">= 0")
-        self._require(not (self.bidirectional and self.lookahead), "lookahead",
-                      "0 for bidirectional models (set bidirectional=False to stream)")
+        self._require(
+            not (self.bidirectional and self.lookahead),
+            "lookahead",
+            "0 for bidirectional models (set bidirectional=False to stream)",
+        )
         self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
 
     @property
@@ -198,8 +220,16 @@ class DeepSpeech2(nn.Module):
             config.conv_freq_strides,
         ):
             layers.append(
-                ConvLayer(channels, out_channels, kernel, t_stride, f_stride, causal,
-                          config.conv_batch_norm, config.activation)
+                ConvLayer(
+                    channels,
+                    out_channels,
+                    kernel,
+                    t_stride,
+                    f_stride,
+                    causal,
+                    config.conv_batch_norm,
+                    config.activation,
+                )
             )
             channels, freq = out_channels, (freq - 1) // f_stride + 1
         self.conv = nn.ModuleList(layers)

@@ -225,8 +225,9 @@ def lm_sentences(
             yield text.split()
         elif unit == "char":
             yield list(text.replace(" ", WORD_BOUNDARY))
-        else:
-            yield [tokenizer.tokens[i] for i in tokenizer.encode(text)]
+        else:  # a character tokenizer's space token is the word boundary here too
+            yield [WORD_BOUNDARY if tokenizer.tokens[i].isspace() else tokenizer.tokens[i]
+                   for i in tokenizer.encode(text)]
 
 
 # --- building --------------------------------------------------------------------------------
@@ -592,13 +593,17 @@ def lm_vocabulary(lm: str | os.PathLike[str]) -> list[str]:
 
 def _binary_vocabulary(path: Path) -> list[str]:
     # build_binary appends the vocabulary as NUL-terminated strings, <unk> first.
-    data = path.read_bytes()
-    start = data.rfind(b"\x00<unk>\x00")
-    if start < 0:
+    import mmap
+
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        start = data.rfind(b"<unk>\x00")
+        words = data[start:].decode("utf-8", errors="replace").split("\x00")[:-1] \
+            if start >= 0 else []
+    if not words:
         raise ConfigError(f"{path}: cannot read the word list of this LM (no ARPA file beside "
                           "it and no vocabulary stored in it); pass vocabulary=... or use the "
                           "ARPA file")
-    return data[start + 1:].decode("utf-8", errors="replace").split("\x00")[:-1]
+    return words
 
 
 def tuned_defaults(lm: str | os.PathLike[str] | None) -> Mapping[str, float]:

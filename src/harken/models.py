@@ -12,7 +12,7 @@ Every network follows one contract (see docs/models.md):
 Frames beyond `lengths` never change the outputs of a sequence (eval mode), so a sequence
 gives the same log-probabilities alone or in a padded batch.
 
-    >>> config = model_config("conformer", "small", n_layers=8)
+    >>> config = model_config("conformer", "small", n_layers=12)
     >>> net = build_model("conformer", config, input_dim=80, vocab_size=29)
 """
 
@@ -22,8 +22,9 @@ import dataclasses
 import importlib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -31,26 +32,29 @@ from torch import Tensor, nn
 from harken.errors import ConfigError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from harken.citrinet import CitrinetConfig
     from harken.conformer import ConformerConfig
     from harken.deepspeech2 import DeepSpeech2Config
 
-    ModelConfig = Union[DeepSpeech2Config, ConformerConfig, CitrinetConfig]
+    ModelConfig: TypeAlias = DeepSpeech2Config | ConformerConfig | CitrinetConfig
 
 # Named sizes: field values that differ from the config class defaults (the defaults are "small").
 # "tiny" is for tests and smoke runs (< 100k parameters, trains in seconds on a CPU).
+# Parameter counts and CPU step times: docs/models.md.
 DEEPSPEECH2_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "conv_channels": (8, 8),
         "conv_kernels": ((5, 11), (5, 11)),
-        "time_stride": 2,
         "rnn_hidden": 32,
         "rnn_layers": 2,
     },
-    # 2 conv + 3 x bidirectional GRU(256): ~4 M parameters (the configuration measured in
-    # TRAINING-NOTES); time stride 2 keeps character CTC feasible at any speaking rate.
+    # 2 conv + 3 x bidirectional GRU(256), ~3.8 M parameters (the TRAINING-NOTES baseline with a
+    # lighter second conv); time stride 2 keeps character CTC feasible at any speaking rate.
     "small": {},
-    "medium": {"conv_channels": (32, 32), "rnn_hidden": 512, "rnn_layers": 4},
+    # DeepSpeech2 paper kernels, 4 x bidirectional GRU(512): ~18 M parameters.
+    "medium": {"conv_kernels": ((11, 41), (11, 21)), "rnn_hidden": 512, "rnn_layers": 4},
 }
 
 CONFORMER_SIZES: dict[str, dict[str, Any]] = {
@@ -62,10 +66,12 @@ CONFORMER_SIZES: dict[str, dict[str, Any]] = {
         "conv_kernel": 7,
         "subsampling_channels": 16,
     },
-    # NeMo Conformer-CTC small widths (d_model 176, 4 heads, kernel 31) with fewer layers.
+    # NeMo Conformer-CTC small widths (d_model 176, 4 heads, kernel 31) with 8 instead of 16
+    # layers and 64 subsampling channels: ~6.3 M parameters, ~2x faster on a CPU. NeMo's exact
+    # small: model_config("conformer", "small", n_layers=16, subsampling_channels=None).
     "small": {},
     # NeMo Conformer-CTC medium: ~30 M parameters.
-    "medium": {"d_model": 256, "n_layers": 18, "n_heads": 4},
+    "medium": {"d_model": 256, "n_layers": 18, "subsampling_channels": None},
 }
 
 CITRINET_SIZES: dict[str, dict[str, Any]] = {
@@ -78,9 +84,11 @@ CITRINET_SIZES: dict[str, dict[str, Any]] = {
         "epilogue_kernel": 11,
         "se_reduction": 4,
     },
+    # Citrinet-256 exactly (NeMo stt_en_citrinet_256 shapes, ~9.8 M with 256 tokens), so its
+    # weights can be mapped in; repeat=3 gives a ~6.6 M variant ~35% faster on a CPU.
     "small": {},
-    # Citrinet-384 (NeMo stt_en_citrinet_384 widths).
-    "medium": {"prologue_filters": 384, "filters": 384, "repeat": 5},
+    # Citrinet-384 (NeMo stt_en_citrinet_384 shapes): ~21 M parameters.
+    "medium": {"prologue_filters": 384, "filters": 384},
 }
 
 
@@ -153,7 +161,8 @@ def config_from_dict(
     `ConfigError` naming the key and what was expected.
     """
     arch = get_architecture(architecture)
-    return dataclass_from_dict(arch.config_class, data, source=source or f"{architecture} config")
+    config = dataclass_from_dict(arch.config_class, data, source=source or f"{architecture} config")
+    return cast("ModelConfig", config)
 
 
 def build_model(
@@ -221,7 +230,7 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], source: str | None =
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}"
+            f"{source}: unknown key(s) {unknown}; valid keys: {sorted(fields)}"
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -301,7 +310,7 @@ def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
 
 
 def conv_output_lengths(lengths: Tensor, stride: int) -> Tensor:
-    """Frames out of a conv with stride `stride` and `kernel - 1` total padding: ceil(L / stride)."""
+    """Frames out of a conv with this stride and `kernel - 1` total padding: ceil(L / stride)."""
     return torch.div(lengths + stride - 1, stride, rounding_mode="floor")
 
 
@@ -317,10 +326,11 @@ def batch_norm_valid(norm: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
         return norm(x)  # type: ignore[no-any-return]
     moved = x.movedim(2, 1)  # (B, T, C, ...)
     valid = moved[mask]  # (N, C, ...)
+    normed: Tensor
     if isinstance(norm, nn.BatchNorm2d) and valid.dim() == 3:
         normed = norm(valid.unsqueeze(-1)).squeeze(-1)
     else:
         normed = norm(valid)
-    out = moved.new_zeros(moved.shape)
+    out = normed.new_zeros(moved.shape)  # normed's dtype: BatchNorm runs in float32 under autocast
     out[mask] = normed
     return out.movedim(1, 2)

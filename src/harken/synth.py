@@ -116,9 +116,17 @@ class Job:
     @property
     def id(self) -> str:
         key = json.dumps(
-            [self.text, self.voice.engine, self.voice.name, round(self.rate, 4),
-             round(self.pitch, 4), round(self.level_db, 3), round(self.lead_s, 4),
-             round(self.tail_s, 4), self.audio_format]
+            [
+                self.text,
+                self.voice.engine,
+                self.voice.name,
+                round(self.rate, 4),
+                round(self.pitch, 4),
+                round(self.level_db, 3),
+                round(self.lead_s, 4),
+                round(self.tail_s, 4),
+                self.audio_format,
+            ]
         )
         return f"{self.index:06d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
@@ -151,8 +159,11 @@ class SynthesisError(HarkenError):
 def _run(cmd: Sequence[str], stdin: str | None = None) -> bytes:
     try:
         done = subprocess.run(
-            list(cmd), input=None if stdin is None else stdin.encode(), capture_output=True,
-            timeout=ENGINE_TIMEOUT_S, check=False,
+            list(cmd),
+            input=None if stdin is None else stdin.encode(),
+            capture_output=True,
+            timeout=ENGINE_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SynthesisError(f"{cmd[0]}: {exc}") from exc
@@ -201,15 +212,26 @@ class _Espeak:
 
     def _speaks(self, voice: str) -> bool:
         try:
-            return len(_read_wav(_run(["espeak-ng", "-v", voice, "--stdout", "test"]), voice)[0]) > 0
+            return (
+                len(_read_wav(_run(["espeak-ng", "-v", voice, "--stdout", "test"]), voice)[0]) > 0
+            )
         except SynthesisError:
             return False
 
     def render(self, job: Job, workdir: Path) -> tuple[np.ndarray, int]:
         wpm = round(_ESPEAK_DEFAULT_WPM * job.rate)
         pitch = round(50 + _ESPEAK_PITCH_STEPS_PER_OCTAVE * math.log2(job.pitch))
-        cmd = ["espeak-ng", "-v", job.voice.name, "-s", str(wpm), "-p", str(min(max(pitch, 0), 99)),
-               "--stdout", "--stdin"]
+        cmd = [
+            "espeak-ng",
+            "-v",
+            job.voice.name,
+            "-s",
+            str(wpm),
+            "-p",
+            str(min(max(pitch, 0), 99)),
+            "--stdout",
+            "--stdin",
+        ]
         return _read_wav(_run(cmd, stdin=job.text), job.voice.speaker)
 
 
@@ -223,7 +245,9 @@ def _table(listing: str) -> Iterator[list[str]]:
     if not lines:
         return
     header = lines[0]
-    starts = [header.index(title) for title in ("Language", "Age/Gender", "VoiceName", "File", "Other")]
+    starts = [
+        header.index(title) for title in ("Language", "Age/Gender", "VoiceName", "File", "Other")
+    ]
     bounds = list(zip([0] + starts, starts + [None]))
     for line in lines[1:]:
         fields = [line[a:b].strip() for a, b in bounds]
@@ -303,18 +327,18 @@ class _Festival:
         settings = [f"(voice_{job.voice.name})"]
         if job.voice.name.endswith("_hts"):
             # HTS voices: hts_engine's own speed option; they have no F0 target to move.
-            settings.append(
-                f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {job.rate:.4f}))))'
-            )
+            speed = f'(list "-r" {job.rate:.4f})'
+            settings.append(f"(set! hts_engine_params (append hts_engine_params (list {speed})))")
         else:
             settings.append(f"(Parameter.set 'Duration_Stretch {1 / job.rate:.4f})")
+
             # Linear-regression intonation (diphone voices): scale the target F0 mean and spread.
-            settings.append(
-                "(if (boundp 'int_lr_params) (set! int_lr_params (list "
-                f"(list 'target_f0_mean (* {job.pitch:.4f} (cadr (assoc 'target_f0_mean int_lr_params)))) "
-                f"(list 'target_f0_std (* {job.pitch:.4f} (cadr (assoc 'target_f0_std int_lr_params)))) "
-                "(assoc 'model_f0_mean int_lr_params) (assoc 'model_f0_std int_lr_params))))"
-            )
+            def scaled(key: str) -> str:
+                return f"(list '{key} (* {job.pitch:.4f} (cadr (assoc '{key} int_lr_params))))"
+
+            kept = "(assoc 'model_f0_mean int_lr_params) (assoc 'model_f0_std int_lr_params)"
+            targets = f"{scaled('target_f0_mean')} {scaled('target_f0_std')} {kept}"
+            settings.append(f"(if (boundp 'int_lr_params) (set! int_lr_params (list {targets})))")
         cmd = ["text2wave", "-o", str(out)]
         for expression in settings:
             cmd += ["-eval", expression]
@@ -353,7 +377,9 @@ def discover_voices(engines: Sequence[str] | None = None) -> dict[str, list[Voic
     names = list(ENGINES if engines is None else engines)
     unknown = sorted(set(names) - set(_ENGINES))
     if unknown:
-        raise ConfigError(f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+        raise ConfigError(
+            f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}"
+        )
     found: dict[str, list[Voice]] = {}
     for name in names:
         engine = _ENGINES[name]
@@ -385,8 +411,12 @@ def describe_voices(voices: dict[str, list[Voice]]) -> str:
 
 
 def read_sentences(
-    path: str | os.PathLike[str], *, seed: int = 0, pool_size: int = POOL_SIZE,
-    min_words: int = MIN_WORDS, max_words: int = MAX_WORDS,
+    path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    pool_size: int = POOL_SIZE,
+    min_words: int = MIN_WORDS,
+    max_words: int = MAX_WORDS,
 ) -> list[str]:
     """Normalised, distinct sentences from a text file (one a line, .gz ok) or a manifest.
 
@@ -484,7 +514,10 @@ def _word_trigrams(text: str) -> list[tuple[str, ...]]:
 
 
 def plan_jobs(
-    sentences: Sequence[str], voices: dict[str, list[Voice]], *, seed: int = 0,
+    sentences: Sequence[str],
+    voices: dict[str, list[Voice]],
+    *,
+    seed: int = 0,
     audio_format: str = "flac",
 ) -> Iterator[Job]:
     """An endless, deterministic stream of jobs: sentences in coverage order, then again.
@@ -494,9 +527,13 @@ def plan_jobs(
     """
     engines = [name for name in sorted(voices) if voices[name]]
     if not engines:
-        raise ConfigError("no TTS engine with an English voice is installed (espeak-ng, flite, festival, pico2wave)")
+        raise ConfigError(
+            f"no TTS engine with an English voice is installed ({', '.join(ENGINES)})"
+        )
     if audio_format not in AUDIO_FORMATS:
-        raise ConfigError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}, got {audio_format!r}")
+        raise ConfigError(
+            f"audio format must be one of {', '.join(AUDIO_FORMATS)}, got {audio_format!r}"
+        )
     order: list[int] = []
     selection = select_sentences(sentences, seed)
     index = 0
@@ -511,7 +548,11 @@ def plan_jobs(
 
 
 def _job(
-    index: int, text: str, engines: list[str], voices: dict[str, list[Voice]], seed: int,
+    index: int,
+    text: str,
+    engines: list[str],
+    voices: dict[str, list[Voice]],
+    seed: int,
     audio_format: str,
 ) -> Job:
     rng = np.random.default_rng([seed, index])
@@ -519,10 +560,15 @@ def _job(
     voice = voices[engine][rng.integers(len(voices[engine]))]
     low, high = np.log(PITCH_RANGE)
     return Job(
-        index=index, text=text, voice=voice,
-        rate=float(rng.uniform(*RATE_RANGE)), pitch=float(np.exp(rng.uniform(low, high))),
-        level_db=float(rng.uniform(*LEVEL_DB_RANGE)), lead_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
-        tail_s=float(rng.uniform(*PAD_SECONDS_RANGE)), audio_format=audio_format,
+        index=index,
+        text=text,
+        voice=voice,
+        rate=float(rng.uniform(*RATE_RANGE)),
+        pitch=float(np.exp(rng.uniform(low, high))),
+        level_db=float(rng.uniform(*LEVEL_DB_RANGE)),
+        lead_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
+        tail_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
+        audio_format=audio_format,
     )
 
 
@@ -636,6 +682,7 @@ def synthesize(
         # (harken's package import) for seconds each.
         methods = multiprocessing.get_all_start_methods()
         pool = multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(jobs)
+    finished = False
     try:
         results = _results(pool, tasks, batch=jobs * 8)
         for job, seconds, reused, error in results:
@@ -655,10 +702,16 @@ def synthesize(
                 break
             if len(report.failures) >= 100 and len(report.failures) > 4 * report.utterances:
                 raise SynthesisError(f"most utterances fail; the last: {report.failures[-1]}")
+        finished = True
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
+            # Done: let the batch in flight finish (whole files a longer run reuses). Interrupted:
+            # stop now (a file being written keeps its temporary name and is redone next time).
+            if finished:
+                pool.close()
+            else:
+                pool.terminate()
             pool.join()
         if entries:
             _write_manifest(report.manifest, entries)
@@ -684,9 +737,15 @@ def _results(
 
 def _entry(job: Job, seconds: float) -> dict:
     return {
-        "audio": job.relative_path, "text": job.text, "duration": round(seconds, 3),
-        "speaker": job.voice.speaker, "id": job.id, "engine": job.voice.engine,
-        "voice": job.voice.name, "rate": round(job.rate, 3), "pitch": round(job.pitch, 3),
+        "audio": job.relative_path,
+        "text": job.text,
+        "duration": round(seconds, 3),
+        "speaker": job.voice.speaker,
+        "id": job.id,
+        "engine": job.voice.engine,
+        "voice": job.voice.name,
+        "rate": round(job.rate, 3),
+        "pitch": round(job.pitch, 3),
     }
 
 
@@ -714,7 +773,9 @@ def _progress_bar(show: bool, total: float, unit: str) -> _NoBar:
     from tqdm import tqdm
 
     return tqdm(  # type: ignore[return-value]
-        total=total, unit=unit, desc="synthesising", mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        total=total,
+        unit=unit,
+        desc="synthesising",
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
         bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]",
     )
-
