@@ -31,8 +31,8 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 ASSETS = Path(__file__).parent / "assets"
-# Bundled models: name -> file inside the package. The SHA-256 of each is checked at load.
-BUNDLED_MODELS: dict[str, str] = {"en-small": "en-small.harken"}
+# Bundled models: {name: {"file": ..., "sha256": ...}}, written by the packaging recipe.
+REGISTRY_FILE = ASSETS / "models.json"
 DEFAULT_MODEL = "en-small"
 # Limits when reading a single-file (zip) model: no member may claim more than this.
 MAX_MEMBER_BYTES = 2 << 30
@@ -199,9 +199,10 @@ class Model:
         return lambda lp, offset: decoder.decode(lp, self.frame_seconds, time_offset=offset)
 
     # -- saving ----------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None,
+             dtype: torch.dtype | None = None) -> Path:
         """Write the model as a folder, or as one file when `path` ends in ``.harken``."""
-        return save_model(self, path, training)
+        return save_model(self, path, training, dtype)
 
 
 def split_long_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
@@ -256,10 +257,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: Model, path: str | os.PathLike,
-               training: dict[str, Any] | None = None) -> Path:
+def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] | None = None,
+               dtype: torch.dtype | None = None) -> Path:
     """Write `model` to `path` (a folder, or one zip file when the name ends in ``.harken``).
 
+    `dtype=torch.float16` halves the file; weights are cast back to float32 when loaded.
     The write is atomic: a crash leaves either the old model or the new one.
     """
     from safetensors.torch import save_file
@@ -272,6 +274,8 @@ def save_model(model: Model, path: str | os.PathLike,
         folder = Path(tmp) / "model"
         folder.mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
@@ -316,19 +320,33 @@ def _read_zip_model(path: Path, target: Path) -> None:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
+def bundled_models() -> dict[str, dict[str, str]]:
+    """The models shipped inside the package: name -> {"file", "sha256"}."""
+    if not REGISTRY_FILE.is_file():
+        return {}
+    return json.loads(REGISTRY_FILE.read_text(encoding="utf-8"))
+
+
 def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
-    """A model path from a path or a bundled model's name (None: the default model)."""
+    """A model path from a path or a bundled model's name (None: the default model).
+
+    A bundled model's file is checked against the SHA-256 recorded when it was packaged.
+    """
     name = DEFAULT_MODEL if path_or_name is None else str(path_or_name)
-    if name in BUNDLED_MODELS:
-        path = ASSETS / BUNDLED_MODELS[name]
-        if not path.exists():
+    bundled = bundled_models()
+    if name in bundled:
+        path = ASSETS / bundled[name]["file"]
+        if not path.is_file():
             raise ModelError(f"the bundled model {name!r} is not installed at {path}; reinstall "
                              "harken or pass a model path")
+        if sha256_file(path) != bundled[name]["sha256"]:
+            raise ModelError(f"{path}: the bundled model {name!r} is corrupt (SHA-256 mismatch); "
+                             "reinstall harken")
         return path
     path = Path(name).expanduser()
     if not path.exists():
-        raise ModelError(f"{path}: no such model file or folder (bundled models: "
-                         f"{', '.join(BUNDLED_MODELS)})")
+        known = ", ".join(bundled) or "none installed"
+        raise ModelError(f"{path}: no such model file or folder (bundled models: {known})")
     return path
 
 
@@ -403,12 +421,4 @@ def new_model(architecture: str, size: str = "tiny", tokenizer: Any = None,
     return Model(config, network, tokenizer)
 
 
-def model_bytes(model: Model) -> bytes:
-    """The model as one ``.harken`` file's bytes (for tests and servers)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_model(model, Path(tmp) / "m.harken")
-        return path.read_bytes()
-
-
-__all__ = ["Model", "ModelConfig", "load_model", "save_model", "new_model", "split_long_audio",
-           "io"]
+__all__ = ["Model", "ModelConfig", "load_model", "new_model", "save_model", "split_long_audio"]
