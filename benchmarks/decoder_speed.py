@@ -2,7 +2,9 @@
 
 Both decode the same emissions with the same beam width, the same KenLM word LM and the same
 alpha/beta (both apply alpha to natural-log LM probabilities and add beta per word). Prints,
-for each decoder, the time per second of audio and the WER, and harken's speed ratio.
+for each decoder, the time per second of audio and the WER, and harken's speed ratio at the
+same beam width and at equal or better WER (harken's fastest smaller beam that is at least as
+accurate).
 
 The emissions are synthetic but shaped like a character CTC model's: held-out sentences of
 ../shared/text (or generated text), each character one or two frames at 25 frames/s with
@@ -89,6 +91,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--confusion", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="time each decoder this many times and keep the fastest run")
     args = parser.parse_args()
 
     tokenizer = CharTokenizer()
@@ -108,19 +112,26 @@ def main() -> None:
         print(f"{len(test)} utterances, {audio_seconds / 60:.1f} min of audio at "
               f"{1 / FRAME_SECONDS:.0f} frames/s; beam width {args.beam_width}, "
               f"alpha {args.alpha}, beta {args.beta}\n")
-        rows = [("greedy", *run(lambda e: greedy_decode(e, tokenizer, FRAME_SECONDS).text,
-                                emissions, test))]
+        def run(decode) -> tuple[float, float]:
+            seconds = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                hypotheses = [decode(e) for e in emissions]
+                seconds.append(time.perf_counter() - start)
+            return min(seconds), float(error_rates(test, hypotheses)["wer"])
 
-        options = DecodeOptions(beam_width=args.beam_width, lm=lm, lm_weight=args.alpha,
-                                word_score=args.beta)
-        decoder = get_decoder(tokenizer, options)  # loads the LM and builds the lexicon once
-        rows.append(("harken", *run(lambda e: decoder.decode(e, FRAME_SECONDS).text,
-                                    emissions, test)))
+        rows = [("greedy", *run(lambda e: greedy_decode(e, tokenizer, FRAME_SECONDS).text))]
+
+        for width in sorted({args.beam_width, max(1, args.beam_width // 4),
+                             max(1, args.beam_width // 8)}, reverse=True):
+            decoder = get_decoder(tokenizer, DecodeOptions(  # loads the LM, builds the lexicon
+                beam_width=width, lm=lm, lm_weight=args.alpha, word_score=args.beta))
+            name = "harken" if width == args.beam_width else f"harken, beam {width}"
+            rows.append((name, *run(lambda e, d=decoder: d.decode(e, FRAME_SECONDS).text)))
         hot = get_decoder(tokenizer, DecodeOptions(
             beam_width=args.beam_width, lm=lm, lm_weight=args.alpha, word_score=args.beta,
             hotwords={"kubernetes": 5.0, "harken": 5.0}))
-        rows.append(("harken + 2 hotwords", *run(lambda e: hot.decode(e, FRAME_SECONDS).text,
-                                                 emissions, test)))
+        rows.append(("harken + 2 hotwords", *run(lambda e: hot.decode(e, FRAME_SECONDS).text)))
 
         try:
             from pyctcdecode import build_ctcdecoder
@@ -131,24 +142,23 @@ def main() -> None:
             peer = build_ctcdecoder(labels, lm, unigrams=lm_vocabulary(lm), alpha=args.alpha,
                                     beta=args.beta)
             peer.decode(emissions[0], beam_width=args.beam_width)  # loads its caches
-            rows.append(("pyctcdecode", *run(
-                lambda e: peer.decode(e, beam_width=args.beam_width), emissions, test)))
+            rows.append(("pyctcdecode",
+                         *run(lambda e: peer.decode(e, beam_width=args.beam_width))))
 
     print(f"{'decoder':<22}{'s per audio s':>15}{'WER %':>9}")
     for name, seconds, wer in rows:
         print(f"{name:<22}{seconds / audio_seconds:>15.5f}{100 * wer:>9.2f}")
-    timing = {name: seconds for name, seconds, _ in rows}
+    timing = {name: (seconds, wer) for name, seconds, wer in rows}
     if "pyctcdecode" in timing:
-        print(f"\nharken is {timing['pyctcdecode'] / timing['harken']:.1f}x faster than "
-              "pyctcdecode at the same beam width")
-
-
-def run(decode, emissions: list[np.ndarray], references: list[str]) -> tuple[float, float]:
-    start = time.perf_counter()
-    hypotheses = [decode(e) for e in emissions]
-    seconds = time.perf_counter() - start
-    return seconds, float(error_rates(references, hypotheses)["wer"])
-
+        peer_seconds, peer_wer = timing["pyctcdecode"]
+        print(f"\nsame beam width ({args.beam_width}): harken is "
+              f"{peer_seconds / timing['harken'][0]:.1f}x faster than pyctcdecode")
+        matching = [(seconds, name) for name, (seconds, wer) in timing.items()
+                    if name.startswith("harken") and "hotwords" not in name and wer <= peer_wer]
+        if matching:
+            seconds, name = min(matching)
+            print(f"equal or better WER: {name} is {peer_seconds / seconds:.1f}x faster than "
+                  f"pyctcdecode (beam {args.beam_width})")
 
 if __name__ == "__main__":
     main()

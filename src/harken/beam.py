@@ -34,6 +34,8 @@ DeepSpeech and pyctcdecode, by scaling it by ln(10).
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
 import math
 import os
@@ -265,6 +267,19 @@ class Decoder:
         """Incremental decoding: `feed` chunks of log-probabilities, read `partial`, then
         `finish`. The result equals `decode` of all chunks at once."""
         return DecoderStream(self, frame_seconds, time_offset)
+
+    def reweighted(self, lm_weight: float, word_score: float) -> "Decoder":
+        """This decoder with another LM weight and word score, sharing its LM and lexicon
+        (cheap, for grid searches; rebuilt when hotwords are scored into the lexicon)."""
+        options = dataclasses.replace(self.options, lm_weight=lm_weight, word_score=word_score)
+        if self._hotwords is not None or (word_score and not self.lexicon
+                                          and self.boundary_id is None):
+            return Decoder(self.tokenizer, options)  # checks and builds what depends on them
+        other = copy.copy(self)
+        other.options = options
+        other.lm_weight = float(lm_weight) if self._lm is not None else 0.0
+        other.word_score = float(word_score)
+        return other
 
     def __reduce__(self) -> tuple[Any, ...]:  # worker processes rebuild it
         return (Decoder, (self.tokenizer, self.options))

@@ -203,7 +203,8 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(d_model * expansion, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))  # type: ignore[no-any-return]
+        x = self.dropout(self.activation(self.linear1(x)))
+        return self.linear2(x)  # type: ignore[no-any-return]
 
 
 class ConvModule(nn.Module):

@@ -218,7 +218,7 @@ def path_transcript(
 DEFAULT_BEAM_WIDTH = 32
 DEFAULT_LM_WEIGHT = 0.5  # alpha, applied to natural-log LM probabilities
 DEFAULT_WORD_SCORE = 1.0  # beta, with an LM (0 without one)
-DEFAULT_BEAM_THRESHOLD = 25.0
+DEFAULT_BEAM_THRESHOLD = 15.0  # nats below the best (pyctcdecode prunes at 10)
 DEFAULT_TOKEN_BEAM = 8  # tokens tried per frame (the most probable): raise for large vocabularies
 
 

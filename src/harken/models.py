@@ -12,8 +12,8 @@ Every network follows one contract (see docs/models.md):
 Frames beyond `lengths` never change the outputs of a sequence (eval mode), so a sequence
 gives the same log-probabilities alone or in a padded batch.
 
-    >>> config = model_config("conformer", "small", n_layers=12)
-    >>> net = build_model("conformer", config, input_dim=80, vocab_size=29)
+    config = model_config("conformer", "small", n_layers=12)
+    net = build_model("conformer", config, input_dim=80, vocab_size=29)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from harken.conformer import ConformerConfig
     from harken.deepspeech2 import DeepSpeech2Config
 
-    ModelConfig: TypeAlias = DeepSpeech2Config | ConformerConfig | CitrinetConfig
+    NetworkConfig: TypeAlias = DeepSpeech2Config | ConformerConfig | CitrinetConfig
 
 # Named sizes: field values that differ from the config class defaults (the defaults are "small").
 # "tiny" is for tests and smoke runs (< 100k parameters, trains in seconds on a CPU).
@@ -108,11 +108,14 @@ class Architecture:
 
     @property
     def config_class(self) -> type:
-        return getattr(importlib.import_module(self.module), self.config_name)  # type: ignore[no-any-return]
+        config_class: type = getattr(importlib.import_module(self.module), self.config_name)
+        return config_class
 
     @property
     def model_class(self) -> type[nn.Module]:
-        return getattr(importlib.import_module(self.module), self.model_name)  # type: ignore[no-any-return]
+        module = importlib.import_module(self.module)
+        model_class: type[nn.Module] = getattr(module, self.model_name)
+        return model_class
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -138,10 +141,11 @@ def get_architecture(architecture: str) -> Architecture:
         ) from None
 
 
-def model_config(architecture: str, size: str = "small", **overrides: Any) -> ModelConfig:
+def model_config(architecture: str, size: str = "small", **overrides: Any) -> NetworkConfig:
     """The config of a named size of `architecture`, with fields replaced by `overrides`.
 
-    >>> model_config("deepspeech2", "small", bidirectional=False, lookahead=10)
+    e.g. a streamable DeepSpeech2:
+        model_config("deepspeech2", "small", bidirectional=False, lookahead=10)
     """
     arch = get_architecture(architecture)
     if size not in arch.sizes:
@@ -154,7 +158,7 @@ def model_config(architecture: str, size: str = "small", **overrides: Any) -> Mo
 
 def config_from_dict(
     architecture: str, data: Mapping[str, Any], source: str | None = None
-) -> ModelConfig:
+) -> NetworkConfig:
     """Build the config of `architecture` from a dict (e.g. read from a model's config.json).
 
     Lists become tuples (JSON has no tuples); unknown keys and wrongly typed values raise
@@ -162,12 +166,12 @@ def config_from_dict(
     """
     arch = get_architecture(architecture)
     config = dataclass_from_dict(arch.config_class, data, source=source or f"{architecture} config")
-    return cast("ModelConfig", config)
+    return cast("NetworkConfig", config)
 
 
 def build_model(
     architecture: str,
-    config: ModelConfig | Mapping[str, Any],
+    config: NetworkConfig | Mapping[str, Any],
     input_dim: int,
     vocab_size: int,
 ) -> nn.Module:
@@ -206,7 +210,8 @@ class ConfigMixin:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values: tuples become lists."""
-        return {k: _lists(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+        values = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: _lists(v) for k, v in values.items()}
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
@@ -229,9 +234,7 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], source: str | None =
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {unknown}; valid keys: {sorted(fields)}"
-        )
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in data.items():
