@@ -2,7 +2,7 @@
 # Installs the Debian packages harken's tests and data tools use (TTS voices for generated
 # speech, sox). Does nothing when they are all present; needs root (or sudo) otherwise.
 set -euo pipefail
-packages=(espeak-ng flite sox libsndfile1)
+packages=(espeak-ng flite sox libsndfile1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-cmu)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -363,3 +363,42 @@ def test_decoders_are_cached(word_lm: str) -> None:
     assert get_decoder(CHARS, options) is not get_decoder(CHARS, dataclasses.replace(
         options, hotwords={"ship": 2.0}))
     assert math.isfinite(get_decoder(CHARS, options).lm_weight)
+
+
+@pytest.mark.slow
+def test_lm_lowers_the_wer_of_a_tiny_model(tts_corpus: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A barely trained model, other voices: the LM of its phrases repairs its words; then
+    `harken lm tune` stores weights that decoding picks up."""
+    import json
+
+    from conftest import PHRASES, make_corpus
+    from test_engine import tiny_config
+
+    from harken.cli import main as cli_main
+    from harken.evaluate import error_rates
+    from harken.model import load_model
+    from harken.train import train
+
+    model_path = train(tiny_config(tts_corpus, tmp_path / "run", "deepspeech2", 70))
+    model = load_model(model_path)
+    test_set = make_corpus(tmp_path / "voices", PHRASES, voices=("en-gb", "en-us+f3"))
+    utterances = [json.loads(line) for line in test_set.read_text().splitlines()]
+    audio = [test_set.parent / u["audio"] for u in utterances]
+    references = [u["text"] for u in utterances]
+    lm = build_lm(PHRASES, 2, tmp_path / "phrases", estimator="builtin").arpa
+
+    greedy = [t.text for t in model.transcribe_batch(audio)]
+    with_lm = [t.text for t in model.transcribe_batch(audio, DecodeOptions(lm=str(lm)))]
+    greedy_wer = error_rates(references, greedy)["wer"]
+    lm_wer = error_rates(references, with_lm)["wer"]
+    assert lm_wer < greedy_wer - 0.1, (greedy, with_lm)
+
+    assert cli_main(["lm", "tune", str(test_set), "--model", str(model_path),
+                     "--lm", str(lm), "--lm-weights", "0.5", "1", "--word-scores", "0", "1",
+                     "--workers", "1", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy WER" in out and "wrote" in out
+    decoder = get_decoder(model.tokenizer, DecodeOptions(lm=str(lm)))
+    assert (decoder.lm_weight, decoder.word_score) in {(a, b) for a in (0.5, 1.0)
+                                                       for b in (0.0, 1.0)}

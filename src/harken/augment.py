@@ -10,7 +10,7 @@ and returns float32 mono audio at the same rate. Only speed and tempo change the
 1/factor); every other transform keeps it. The same generator state gives the same output, so a
 training epoch can be replayed. Transforms run in the order of `AugmentConfig`'s fields, each with
 its own probability; all are off by default except speed perturbation, coloured noise and
-reverberation, which are cheap (about 1.5 ms per second of audio together, measured by
+reverberation, which are cheap (1-2.5 ms per second of audio together, measured by
 `benchmarks/augment_speed.py`) and address the gap between clean read or synthetic speech and
 what a microphone hears. Babble and recorded noise need sources; tempo, band-limiting,
 telephone, codecs, gain and clipping are for particular target conditions (docs/augmentation.md).
@@ -305,7 +305,8 @@ def _validate(config: Any, where: str) -> None:
         checks.append(
             (
                 0 <= config.low_hz[1] < config.high_hz[0] and config.high_hz[1] <= 8000,
-                f"low_hz/high_hz: expected low cuts below high cuts, within 0-8000 Hz",
+                "low_hz/high_hz: expected low cuts below high cuts, within 0-8000 Hz; got "
+                f"{list(config.low_hz)} and {list(config.high_hz)}",
             )
         )
     if isinstance(config, CodecConfig):

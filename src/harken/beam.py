@@ -247,11 +247,14 @@ class Decoder:
         return stream.finish()
 
     def decode_batch(self, batch: Sequence[np.ndarray], frame_seconds: float,
-                     workers: int | None = None,
+                     workers: int | None = 1,
                      time_offsets: Sequence[float] | None = None) -> list[Transcript]:
-        """Decode many utterances, in `workers` processes (default: one per CPU core; 1 =
-        in this process). flashlight holds the GIL while decoding, so threads would not
-        help. Results keep the input order."""
+        """Decode many utterances; results keep the input order.
+
+        `workers` > 1 decodes in that many processes (None: one per CPU core). flashlight
+        holds the GIL while it decodes, so threads would not help; processes pay off for
+        large batches on idle cores (each worker starts from a copy of this decoder).
+        """
         offsets = list(time_offsets) if time_offsets is not None else [0.0] * len(batch)
         if len(offsets) != len(batch):
             raise ValueError(f"time_offsets has {len(offsets)} entries for {len(batch)} inputs")

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_tokenizer(sub)
     _add_info(sub)
+    _add_listen(sub)
     _add_optional_commands(sub)
     return parser
 
@@ -51,7 +52,8 @@ def _add_optional_commands(sub: Any) -> None:
     import importlib
 
     for module, function in (("harken.lm", "register_lm_commands"),
-                             ("harken.corpus", "register_data_commands")):
+                             ("harken.corpus", "register_data_commands"),
+                             ("harken.export", "register_export_command")):
         try:
             register = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError):
@@ -65,6 +67,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=None,
                         help="model folder, .harken file or bundled model name (default: en-small)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--backend", default="torch",
+                        choices=("torch", "onnx", "onnx-fp32", "onnx-int8"),
+                        help="torch, or onnx for a folder made by `harken export` (default: torch)")
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +118,7 @@ def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _load(args: argparse.Namespace):
     from harken.model import load_model
 
-    return load_model(args.model, device=args.device)
+    return load_model(args.model, device=args.device, backend=args.backend)
 
 
 def _options(model: Any, args: argparse.Namespace) -> Any:
@@ -139,6 +144,9 @@ def _add_transcribe(sub: Any) -> None:
     p.add_argument("--output-dir", "-o", type=Path, default=None,
                    help="write <name>.<format> files here instead of printing")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
+                   default="auto", help="voice activity detector that cuts long audio into "
+                   "speech segments (none: keep all audio; default: auto)")
     p.set_defaults(func=_run_transcribe)
 
 
@@ -156,7 +164,8 @@ def _run_transcribe(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=len(paths), unit="file", desc="transcribe")
     failures = 0
-    for result in transcribe_files(model, paths, options):
+    vad = None if args.vad == "none" else args.vad
+    for result in transcribe_files(model, paths, options, vad=vad):
         if bar is not None:
             bar.update(1)
         if result.error is not None:
@@ -273,6 +282,64 @@ def _run_info(args: argparse.Namespace) -> int:
                       "vocab_size": model.tokenizer.vocab_size, "tokenizer": c.tokenizer.get("kind"),
                       "frame_seconds": model.frame_seconds, "decoding": c.decoding,
                       "training": {k: v for k, v in c.training.items() if k != "config"}}, indent=2))
+    return 0
+
+
+# -- listen ----------------------------------------------------------------------------------
+
+def _add_listen(sub: Any) -> None:
+    p = sub.add_parser("listen", help="transcribe the microphone (or stdin) live",
+                       description="Transcribe live audio: the microphone (needs sounddevice: "
+                                   "pip install harken[mic]) or, with '-', raw 16 kHz mono "
+                                   "S16_LE PCM or a WAV stream on stdin, e.g. "
+                                   "'arecord -f S16_LE -r 16000 | harken listen -'. Partials are "
+                                   "rewritten in place, finished utterances printed on new lines.")
+    p.add_argument("source", nargs="?", default=None, help="'-' for stdin (default: microphone)")
+    add_model_args(p)
+    add_decode_args(p)
+    p.add_argument("--vad", choices=("webrtc", "silero", "energy"), default="webrtc",
+                   help="detector for endpointing (default: webrtc)")
+    p.add_argument("--silence-ms", type=float, default=600.0,
+                   help="trailing silence that ends an utterance (default: 600)")
+    p.add_argument("--chunk-ms", type=int, default=100, help="audio per read (default: 100)")
+    p.set_defaults(func=_run_listen)
+
+
+def _run_listen(args: argparse.Namespace) -> int:
+    from harken.streaming import live_chunks
+    from harken.vad import EndpointConfig
+
+    model = _load(args)
+    overrides = decode_overrides(args)
+    endpoint = EndpointConfig(silence_ms=args.silence_ms, method=args.vad)
+    stream = model.stream(endpoint=endpoint, **overrides)
+    chunks = live_chunks(args.source, model.sample_rate, args.chunk_ms)
+    interactive = sys.stdout.isatty()
+    shown = ""
+
+    def show(text: str, final: bool) -> None:
+        nonlocal shown
+        if interactive:
+            sys.stdout.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final and text:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        shown = "" if final else text
+
+    try:
+        for chunk in chunks:
+            for utterance in stream.feed(chunk):
+                show(utterance.text, final=True)
+            partial = stream.partial().text
+            if partial != shown:
+                show(partial, final=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    show(stream.finish().text, final=True)
     return 0
 
 

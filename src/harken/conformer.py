@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from harken.models import (
     ConfigMixin,
+    TimeBuffer,
     batch_norm_valid,
     check_inputs,
     conv_output_lengths,
@@ -136,6 +137,28 @@ class ConvSubsampling(nn.Module):
             x = x * padding_mask(lengths, x.size(2))[:, None, :, None]
         return self.out(x.transpose(1, 2).flatten(2)), lengths
 
+    def step(self, x: Tensor, buffers: tuple[TimeBuffer, ...],
+             final: bool) -> tuple[Tensor, tuple[TimeBuffer, ...]]:
+        """Streaming (eval mode): x (B, T, F) -> (B, T_out, D) newly computable frames.
+
+        Each conv is padded by one zero frame before the first; `final` flushes the rest."""
+        x_: Tensor | None = x.unsqueeze(1)  # (B, 1, T, F)
+        new_buffers = []
+        for i, buffer in zip(range(0, len(self.conv), 2), buffers):
+            if x_ is None and buffer.frames is not None:
+                x_ = buffer.frames[:, :, :0]
+            if x_ is None:
+                new_buffers.append(buffer)
+                continue
+            ready, buffer = buffer.take(x_, 2, 3, 2, 1, final)
+            new_buffers.append(buffer)
+            conv = self.conv[i]
+            x_ = (self.conv[i + 1](F.conv2d(ready, conv.weight, conv.bias, 2, (0, 1)))
+                  if ready is not None else None)
+        if x_ is None:
+            return x.new_zeros(x.size(0), 0, self.out.out_features), tuple(new_buffers)
+        return self.out(x_.transpose(1, 2).flatten(2)), tuple(new_buffers)
+
 
 def relative_positions(length: int, d_model: int, device: torch.device) -> Tensor:
     """Sinusoidal encodings of relative positions length-1 .. -(length-1): (2 * length - 1, D)."""
@@ -191,6 +214,34 @@ class RelPositionMultiHeadAttention(nn.Module):
         out = torch.matmul(self.dropout(attn), v)  # (B, H, T, d_k)
         return self.linear_out(out.transpose(1, 2).reshape(b, t, -1))  # type: ignore[no-any-return]
 
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor] | None
+             ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Streaming: one chunk x (B, C, D) attending to itself and to the cached keys and
+        values of earlier frames, cache (k, v) each (B, H, M, d_k) or None.
+
+        -> (B, C, D) and the keys and values of cache + chunk, (B, H, M + C, d_k) each.
+        """
+        b, c, _ = x.shape
+        q = self.linear_q(x).view(b, c, self.h, self.d_k)  # (B, C, H, d_k)
+        k = self.linear_k(x).view(b, c, self.h, self.d_k).transpose(1, 2)  # (B, H, C, d_k)
+        v = self.linear_v(x).view(b, c, self.h, self.d_k).transpose(1, 2)
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)
+            v = torch.cat([cache[1], v], dim=2)
+        m = k.size(2) - c
+        # Query i (absolute m + i) and key j: relative position m + i - j, from m + C - 1 down
+        # to -(C - 1); relative_positions(m + C) row n holds position m + C - 1 - n.
+        pos_emb = relative_positions(m + c, x.size(2), x.device).to(x.dtype)
+        p = self.linear_pos(pos_emb).view(-1, self.h, self.d_k).permute(1, 2, 0)
+        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))
+        position = torch.matmul((q + self.pos_bias_v).transpose(1, 2), p)  # (B, H, C, 2(M+C)-1)
+        i = torch.arange(c, device=x.device)[:, None]
+        j = torch.arange(m + c, device=x.device)[None, :]
+        index = (c - 1 - i + j).expand(b, self.h, c, m + c)
+        scores = (content + position.gather(3, index)) / math.sqrt(self.d_k)  # (B, H, C, M + C)
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, C, d_k)
+        return self.linear_out(out.transpose(1, 2).reshape(b, c, -1)), (k, v)
+
 
 class FeedForward(nn.Module):
     """Linear -> Swish -> dropout -> Linear over (B, T, D)."""
@@ -237,6 +288,23 @@ class ConvModule(nn.Module):
         x = self.pointwise_conv2(self.activation(x))
         return x.transpose(1, 2)
 
+    def step(self, x: Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Streaming (causal, eval mode): x (B, C, D), cache (B, D, kernel - 1) of the last
+        depthwise-conv inputs (None: zeros) -> (B, C, D), new cache."""
+        x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # (B, D, C)
+        left = self.padding[0]
+        if cache is None:
+            cache = x.new_zeros(x.size(0), x.size(1), left)
+        x = torch.cat([cache, x], dim=2)
+        cache = x[:, :, x.size(2) - left:]
+        x = self.depthwise_conv(x)
+        if self.norm_type == "batch_norm":
+            x = self.batch_norm(x)
+        else:
+            x = self.batch_norm(x.transpose(1, 2)).transpose(1, 2)
+        x = self.pointwise_conv2(self.activation(x))
+        return x.transpose(1, 2), cache
+
 
 class ConformerLayer(nn.Module):
     """One Conformer block (macaron FFNs with half-step residuals), (B, T, D) -> (B, T, D)."""
@@ -261,6 +329,46 @@ class ConformerLayer(nn.Module):
         x = x + self.dropout(self.conv(self.norm_conv(x), pad_mask))
         x = x + 0.5 * self.dropout(self.feed_forward2(self.norm_feed_forward2(x)))
         return self.norm_out(x)  # type: ignore[no-any-return]
+
+    def step(self, x: Tensor, cache: "LayerCache") -> tuple[Tensor, "LayerCache"]:
+        """Streaming (eval mode): one chunk (B, C, D) -> (B, C, D) and the new cache, keeping
+        the keys/values of the last `keep` frames (None: all)."""
+        x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
+        y, (k, v) = self.self_attn.step(self.norm_self_att(x), cache.attention)
+        x = x + y
+        y, conv = self.conv.step(self.norm_conv(x), cache.conv)
+        x = x + y
+        x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
+        if cache.keep is not None:
+            k, v = k[:, :, k.size(2) - min(cache.keep, k.size(2)):], \
+                v[:, :, v.size(2) - min(cache.keep, v.size(2)):]
+        return self.norm_out(x), LayerCache((k, v), conv, cache.keep)
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """Streaming state of one Conformer layer: attention keys/values (B, H, M, d_k) of the
+    visible earlier frames, the depthwise conv's last inputs (B, D, kernel - 1), and how many
+    earlier frames stay visible (`left_chunks * chunk_size`; None: all)."""
+
+    attention: tuple[Tensor, Tensor] | None = None
+    conv: Tensor | None = None
+    keep: int | None = None
+
+
+@dataclass(frozen=True)
+class ConformerState:
+    """Streaming state of a chunked causal Conformer (see `Conformer.stream_step`).
+
+    `subsampling`: per subsampling conv, its left context and unconsumed frames; `pending`:
+    subsampled frames (B, < chunk_size, D) waiting for their chunk to fill; `layers`: one
+    `LayerCache` per block.
+    """
+
+    subsampling: tuple[TimeBuffer, ...] = ()
+    pending: Tensor | None = None
+    layers: tuple[LayerCache, ...] = ()
+    finished: bool = False
 
 
 class ConformerEncoder(nn.Module):
@@ -351,3 +459,62 @@ class Conformer(nn.Module):
         check_inputs(features, lengths, self.input_dim)
         x, lengths = self.encoder(features, lengths)
         return F.log_softmax(self.decoder(x).float(), dim=-1), lengths.long()
+
+    # -- streaming ------------------------------------------------------------------------
+    @property
+    def streamable(self) -> bool:
+        """Whether `stream_step` works: chunked attention (`chunk_size`) and `causal_conv`."""
+        return self.config.chunk_size is not None and self.config.causal_conv
+
+    def initial_state(self) -> ConformerState:
+        """The state before the first `stream_step`."""
+        cfg = self.config
+        keep = None if cfg.left_chunks < 0 else cfg.left_chunks * (cfg.chunk_size or 0)
+        n_sub = int(math.log2(self.subsampling))
+        return ConformerState(subsampling=(TimeBuffer(),) * n_sub,
+                              layers=(LayerCache(keep=keep),) * cfg.n_layers)
+
+    @torch.no_grad()
+    def stream_step(self, features: Tensor, state: ConformerState,
+                    final: bool = False) -> tuple[Tensor, ConformerState]:
+        """Streaming inference (eval mode): the next feature frames of B streams in, the output
+        frames of every completed chunk out.
+
+        features (B, T, F) (T may be 0) -> log_probs (B, T_out, V) float32 and the new state.
+        `final=True` flushes the last, possibly shorter, chunk. Over a stream the outputs
+        concatenated equal `forward` on all its frames; a chunk is emitted once input frame
+        4 * chunk_size * (chunk + 1) - 1 has arrived. With `left_chunks=-1` the attention cache
+        (and the cost of a chunk) grows with the stream: set `left_chunks` to stream long audio.
+        """
+        if not self.streamable:
+            raise ValueError("only Conformers with chunk_size and causal_conv=True can stream "
+                             "step by step")
+        if state.finished:
+            raise ValueError("this stream state is finished; start again from initial_state()")
+        if features.dim() != 3 or features.size(-1) != self.input_dim:
+            raise ValueError(f"expected features of shape (batch, time, {self.input_dim}), "
+                             f"got {tuple(features.shape)}")
+        encoder = self.encoder
+        chunk = self.config.chunk_size
+        assert chunk is not None
+        x, subsampling = encoder.pre_encode.step(features, state.subsampling, final)
+        x = x * encoder.xscale
+        if state.pending is not None:
+            x = torch.cat([state.pending, x], dim=1)
+        layers = state.layers
+        outputs = []
+        start = 0
+        while x.size(1) - start >= chunk or (final and x.size(1) > start):
+            y = x[:, start: start + chunk]
+            new_layers = []
+            for layer, cache in zip(encoder.layers, layers):
+                y, cache = layer.step(y, cache)
+                new_layers.append(cache)
+            layers = tuple(new_layers)
+            outputs.append(y)
+            start += chunk
+        new_state = ConformerState(subsampling, x[:, start:], layers, final)
+        if not outputs:
+            return features.new_zeros(features.size(0), 0, self.vocab_size), new_state
+        logits = self.decoder(torch.cat(outputs, dim=1))
+        return F.log_softmax(logits.float(), dim=-1), new_state

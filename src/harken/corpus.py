@@ -483,7 +483,7 @@ def _read_settings(value: str) -> dict[str, Any]:
             raise ConfigError(f"--augment: {value} is neither a file nor a JSON object") from None
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
-        import tomllib
+        from harken.errors import tomllib
 
         try:
             data = tomllib.loads(text)

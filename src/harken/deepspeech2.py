@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from harken.models import (
     ConfigMixin,
+    TimeBuffer,
     batch_norm_valid,
     check_inputs,
     conv_output_lengths,
@@ -160,6 +161,14 @@ class ConvLayer(nn.Module):
         # Zero past the length: the next layer then sees what it would see for this sequence alone.
         return self.act(x) * mask[:, None, :, None], lengths
 
+    def step(self, x: Tensor) -> Tensor:
+        """Streaming (eval mode): x (B, C_in, k + (n - 1) * stride, F_in), already holding its
+        left context, no time padding -> (B, C_out, n, F_out)."""
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.act(x)  # type: ignore[no-any-return]
+
 
 class RNNLayer(nn.Module):
     """[BatchNorm] -> [dropout] -> GRU over (B, T, D_in) -> (B, T, H * directions).
@@ -190,11 +199,34 @@ class RNNLayer(nn.Module):
         y_reverse = self.rnn_reverse(x.gather(1, index.expand_as(x)))[0]
         return torch.cat([y, y_reverse.gather(1, index.expand_as(y_reverse))], dim=-1)
 
+    def step(self, x: Tensor, hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Streaming (eval mode, unidirectional): x (B, T, D_in), hidden (1, B, H) or None ->
+        (B, T, H), new hidden."""
+        if self.norm is not None:
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        y, hidden = self.rnn(x, hidden)
+        return y, hidden
+
 
 def _reverse_index(lengths: Tensor, max_len: int) -> Tensor:
     """(B, T) time index that reverses frames t < length and leaves the padding in place."""
     t = torch.arange(max_len, device=lengths.device)[None, :]
     return torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+
+
+@dataclass(frozen=True)
+class DeepSpeech2State:
+    """Streaming state of a unidirectional DeepSpeech2 (see `DeepSpeech2.stream_step`).
+
+    `conv`: per conv layer, its last `kernel - stride` input frames and any incomplete stride
+    block; `hidden`: per GRU layer, (1, B, H); `lookahead`: GRU outputs waiting for their
+    `lookahead` future frames (B, <= tau, H).
+    """
+
+    conv: tuple[TimeBuffer, ...] = ()
+    hidden: tuple[Tensor | None, ...] = ()
+    lookahead: Tensor | None = None
+    finished: bool = False
 
 
 class DeepSpeech2(nn.Module):
@@ -282,3 +314,69 @@ class DeepSpeech2(nn.Module):
             x = self.act(x.transpose(1, 2))
         logits = self.head(x)  # (B, T', V)
         return F.log_softmax(logits.float(), dim=-1), lengths.long()
+
+    # -- streaming ------------------------------------------------------------------------
+    @property
+    def streamable(self) -> bool:
+        """Whether `stream_step` works: unidirectional models only."""
+        return not self.config.bidirectional
+
+    def initial_state(self) -> DeepSpeech2State:
+        """The state before the first `stream_step` (zero left context, zero GRU state)."""
+        n_conv, n_rnn = len(self.conv), len(self.rnns)
+        return DeepSpeech2State(conv=(TimeBuffer(),) * n_conv, hidden=(None,) * n_rnn)
+
+    @torch.no_grad()
+    def stream_step(self, features: Tensor, state: DeepSpeech2State,
+                    final: bool = False) -> tuple[Tensor, DeepSpeech2State]:
+        """Streaming inference (eval mode): the next feature frames of B streams in, the output
+        frames that became computable out.
+
+        features (B, T, F) (T may be 0) -> log_probs (B, T_out, V) float32 and the new state.
+        `final=True` flushes the stream (zero right padding as `forward`). Over a stream, the
+        outputs concatenated equal `forward` on all its frames: output t is emitted once input
+        frame (t + 1 + lookahead) * subsampling - 1 has arrived.
+        """
+        if not self.streamable:
+            raise ValueError("bidirectional DeepSpeech2 models cannot stream step by step; "
+                             "build one with bidirectional=False")
+        if state.finished:
+            raise ValueError("this stream state is finished; start again from initial_state()")
+        if features.dim() != 3 or features.size(-1) != self.input_dim:
+            raise ValueError(f"expected features of shape (batch, time, {self.input_dim}), "
+                             f"got {tuple(features.shape)}")
+        x: Tensor | None = features.unsqueeze(1)  # (B, 1, T, F)
+        buffers = []
+        for layer, buffer in zip(self.conv, state.conv):
+            k_time = layer.conv.kernel_size[0]
+            s = layer.time_stride
+            if x is None:
+                x = buffer.frames[:, :, :0] if buffer.frames is not None else None
+            if x is None:  # nothing has reached this layer yet
+                buffers.append(buffer)
+                continue
+            ready, buffer = buffer.take(x, 2, k_time, s, k_time - s, final)
+            buffers.append(buffer)
+            x = layer.step(ready) if ready is not None else None
+        hidden = list(state.hidden)
+        lookahead = state.lookahead
+        if x is not None:
+            y = x.permute(0, 2, 1, 3).flatten(2)  # (B, T', C * F')
+            for i, rnn in enumerate(self.rnns):
+                y, hidden[i] = rnn.step(y, hidden[i])
+        else:
+            y = features.new_zeros(features.size(0), 0, self.head.in_features)
+        if self.lookahead is not None:
+            tau = self.config.lookahead
+            pending = y if lookahead is None else torch.cat([lookahead, y], dim=1)
+            if final:
+                pending = F.pad(pending, (0, 0, 0, tau))
+            n = max(pending.size(1) - tau, 0)
+            if n:
+                y = self.act(self.lookahead(pending[:, : n + tau].transpose(1, 2)).transpose(1, 2))
+            else:
+                y = pending[:, :0]
+            lookahead = pending[:, n:]
+        logits = self.head(y)
+        new_state = DeepSpeech2State(tuple(buffers), tuple(hidden), lookahead, final)
+        return F.log_softmax(logits.float(), dim=-1), new_state

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from types import ModuleType
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 
 class HarkenError(Exception):

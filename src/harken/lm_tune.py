@@ -7,6 +7,7 @@ log-probabilities. `harken lm tune ... --write` stores the best values with the 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -103,7 +104,7 @@ def tune_lm(
     beam_widths: Sequence[int] = (32,),
     options: DecodeOptions | None = None,
     limit: int | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> TuneResult:
     """Decode a dev set with every (lm_weight, word_score, beam_width) and return the lowest
     WER (ties: the smaller beam). `options` sets the other decoding options."""
@@ -128,9 +129,8 @@ def tune_lm(
     greedy_wer = wer([greedy_decode(lp, tokenizer, frame_seconds).text for lp in pieces])
     trials: list[Trial] = []
     for width in beam_widths:
-        decoder = get_decoder(tokenizer, DecodeOptions(**{
-            **{f: getattr(base, f) for f in base.__dataclass_fields__},
-            "lm": os.fspath(lm), "beam_width": int(width), "nbest": 1}))
+        decoder = get_decoder(tokenizer, dataclasses.replace(
+            base, lm=os.fspath(lm), beam_width=int(width), nbest=1))
         for alpha, beta in itertools.product(lm_weights, word_scores):
             trial = decoder.reweighted(float(alpha), float(beta))
             texts = [t.text for t in trial.decode_batch(pieces, frame_seconds, workers=workers)]

@@ -56,6 +56,8 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Exported models (harken.export): format, files and variants; empty for PyTorch weights.
+    export: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: object = "config.json") -> "ModelConfig":
@@ -153,16 +155,19 @@ class Model:
         for row, i in enumerate(batch):
             results[i] = log_probs[row, : int(out_lengths[row])]
 
-    def transcribe(self, audio: Any, options: Any = None, **decode_options: Any) -> Transcript:
+    def transcribe(self, audio: Any, options: Any = None, *, vad: str | None = "auto",
+                   **decode_options: Any) -> Transcript:
         """Transcribe one input (path, bytes, file object, float32 array at 16 kHz or (array, rate)).
 
         `options` is a `harken.decoding.DecodeOptions` (or keyword arguments for one); with
-        neither, greedy decoding is used.
+        neither, greedy decoding is used. Inputs longer than `WINDOW_SECONDS` are cut into
+        speech segments by `vad` ("auto", "webrtc", "silero", "energy"; None: cut at quiet
+        points, keeping everything), see `split_long_audio`.
         """
-        return self.transcribe_batch([audio], options, **decode_options)[0]
+        return self.transcribe_batch([audio], options, vad=vad, **decode_options)[0]
 
-    def transcribe_batch(self, sources: Iterable[Any], options: Any = None,
-                         **decode_options: Any) -> list[Transcript]:
+    def transcribe_batch(self, sources: Iterable[Any], options: Any = None, *,
+                         vad: str | None = "auto", **decode_options: Any) -> list[Transcript]:
         """Transcribe many inputs, batching the network; results keep the input order.
 
         A source that cannot be read raises `AudioError` naming it; use
@@ -171,7 +176,7 @@ class Model:
         waves = [load_audio(s, self.sample_rate) for s in sources]
         pieces: list[tuple[int, float, np.ndarray]] = []
         for index, wave in enumerate(waves):
-            for offset, window in split_long_audio(wave, self.sample_rate):
+            for offset, window in split_long_audio(wave, self.sample_rate, vad=vad):
                 pieces.append((index, offset, window))
         log_probs = self.log_probs([p[2] for p in pieces])
         decode = self._decoder(options, decode_options)
@@ -180,6 +185,16 @@ class Model:
             per_input[index].append(decode(lp, offset))
         return [merge_transcripts(parts, len(w) / self.sample_rate)
                 for parts, w in zip(per_input, waves)]
+
+    def stream(self, options: Any = None, **kwargs: Any) -> Any:
+        """A real-time `harken.streaming.Stream`: `feed(audio)`, `partial()`, `finish()`.
+
+        Keyword arguments are decoding options (as for `transcribe`) and the stream settings
+        `endpoint`, `window_seconds`, `context_seconds` (see `harken.streaming.Stream`).
+        """
+        from harken.streaming import Stream
+
+        return Stream(self, options, **kwargs)
 
     def decode_options(self, options: Any = None, **overrides: Any) -> Any:
         """The `DecodeOptions` this model uses: its stored defaults, then `options`/overrides."""
@@ -206,14 +221,21 @@ class Model:
 
 
 def split_long_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
-                     window_seconds: float = WINDOW_SECONDS) -> list[tuple[float, np.ndarray]]:
+                     window_seconds: float = WINDOW_SECONDS,
+                     vad: str | None = None) -> list[tuple[float, np.ndarray]]:
     """Cut audio longer than `window_seconds` at the quietest 100 ms near each window's end.
 
-    Returns (offset in seconds, piece) pairs covering the input without overlap.
+    Returns (offset in seconds, piece) pairs covering the input without overlap. With `vad`
+    ("auto", "webrtc", "silero", "energy"), long audio is cut into the speech segments that
+    `harken.vad.split_speech` finds instead: the silence between them is skipped.
     """
     window = int(window_seconds * sample_rate)
     if len(audio) <= window:
         return [(0.0, audio)]
+    if vad is not None:
+        from harken.vad import split_speech
+
+        return split_speech(audio, sample_rate, window_seconds, method=vad)
     hop = sample_rate // 10
     pieces: list[tuple[float, np.ndarray]] = []
     start = 0
@@ -350,21 +372,28 @@ def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
     return path
 
 
-def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu") -> Model:
+def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu",
+               backend: str = "torch") -> Model:
     """Load a harken model from a folder, a ``.harken`` file or a bundled model's name.
 
     With no argument, the bundled English model. Every file's SHA-256 is checked against the
-    config; a wrong or corrupt file raises `ModelError` naming it.
+    config; a wrong or corrupt file raises `ModelError` naming it. `backend="onnx"` loads a
+    folder written by `harken.export.export_onnx` and runs it with ONNX Runtime
+    ("onnx-fp32"/"onnx-int8" pick a variant; docs/export.md).
     """
+    if backend != "torch":
+        from harken.export import check_backend
+
+        check_backend(backend)
     path = resolve_model_path(path_or_name)
     if path.is_dir():
-        return _load_folder(path, path, device)
+        return _load_folder(path, path, device, backend)
     with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
         _read_zip_model(path, Path(tmp))
-        return _load_folder(Path(tmp), path, device)
+        return _load_folder(Path(tmp), path, device, backend)
 
 
-def _load_folder(folder: Path, origin: Path, device: str) -> Model:
+def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch") -> Model:
     from safetensors.torch import load_file
 
     from harken.models import build_model, config_from_dict
@@ -380,7 +409,10 @@ def _load_folder(folder: Path, origin: Path, device: str) -> Model:
     if not isinstance(data, dict):
         raise ModelError(f"{origin}: {CONFIG_FILE} must hold a JSON object")
     config = ModelConfig.from_dict(data, source=f"{origin}/{CONFIG_FILE}")
-    if WEIGHTS_FILE not in config.files:
+    if backend == "torch" and WEIGHTS_FILE not in config.files:
+        if config.export:
+            raise ModelError(f"{origin}: an exported {config.export.get('format')} model; load "
+                             "it with backend='onnx'")
         raise ModelError(f"{origin}: {CONFIG_FILE} lists no checksum for {WEIGHTS_FILE}")
     for name, expected in config.files.items():
         member = folder / name
@@ -390,6 +422,13 @@ def _load_folder(folder: Path, origin: Path, device: str) -> Model:
         if actual != expected:
             raise ModelError(f"{origin}: {name} is corrupt or was changed (SHA-256 {actual[:12]}... "
                              f"expected {expected[:12]}...)")
+    if backend != "torch":
+        from harken.export import load_onnx_network
+        from harken.text import load_tokenizer
+
+        network = load_onnx_network(config, folder, origin, backend, device)
+        return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
+                     path=origin, device=device)
     try:
         tokenizer = load_tokenizer(config.tokenizer, folder)
         network = build_model(config.architecture,

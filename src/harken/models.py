@@ -337,3 +337,46 @@ def batch_norm_valid(norm: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
     out = normed.new_zeros(moved.shape)  # normed's dtype: BatchNorm runs in float32 under autocast
     out[mask] = normed
     return out.movedim(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming state shared by the networks' step functions (see harken.streaming).
+
+
+@dataclass(frozen=True)
+class TimeBuffer:
+    """Frames waiting for a strided time convolution (the streaming state of one conv layer).
+
+    `frames` (None before the first step) holds the layer's left context and the input frames
+    not consumed yet along `dim`; `seen` counts input frames so far, `emitted` output frames.
+    """
+
+    frames: Tensor | None = None
+    seen: int = 0
+    emitted: int = 0
+
+    def take(self, x: Tensor, dim: int, kernel: int, stride: int, left: int,
+             final: bool) -> tuple[Tensor | None, "TimeBuffer"]:
+        """Append x; return the input of every conv output now computable (k + (n - 1) * stride
+        frames along `dim`, None when n = 0) and the new buffer. Outputs follow a conv padded
+        with `left` zeros before the first frame and zeros after the last, giving
+        ceil(frames / stride) outputs in total (`final` flushes the rest)."""
+        frames = self.frames
+        if frames is None:
+            shape = list(x.shape)
+            shape[dim] = left
+            frames = x.new_zeros(shape)
+        frames = torch.cat([frames, x], dim=dim)
+        seen = self.seen + x.size(dim)
+        if final:
+            n = -(-seen // stride) - self.emitted
+            missing = kernel + (n - 1) * stride - frames.size(dim)
+            if n > 0 and missing > 0:
+                pad = list(frames.shape)
+                pad[dim] = missing
+                frames = torch.cat([frames, frames.new_zeros(pad)], dim=dim)
+        else:
+            n = (frames.size(dim) - kernel) // stride + 1 if frames.size(dim) >= kernel else 0
+        ready = frames.narrow(dim, 0, kernel + (n - 1) * stride) if n > 0 else None
+        rest = frames.narrow(dim, n * stride, frames.size(dim) - n * stride)
+        return ready, TimeBuffer(rest, seen, self.emitted + n)

@@ -697,13 +697,17 @@ def synthesize(
                 report.rendered += not reused
                 if len(entries) % 200 == 0:
                     _write_manifest(report.manifest, entries)
-            bar.update(1 if count is not None else (seconds or 0.0))
+            # Whole units, never past the total (tqdm cannot format an overshoot).
+            done = len(entries) + len(report.failures) if count is not None else report.seconds
+            bar.update(min(int(done), int(target)) - bar.n)
             if hours is not None and report.seconds >= target:
                 break
             if len(report.failures) >= 100 and len(report.failures) > 4 * report.utterances:
                 raise SynthesisError(f"most utterances fail; the last: {report.failures[-1]}")
         finished = True
     finally:
+        if entries:  # first: whatever else fails, the manifest lists every file rendered
+            _write_manifest(report.manifest, entries)
         bar.close()
         if pool is not None:
             # Done: let the batch in flight finish (whole files a longer run reuses). Interrupted:
@@ -713,8 +717,6 @@ def synthesize(
             else:
                 pool.terminate()
             pool.join()
-        if entries:
-            _write_manifest(report.manifest, entries)
     return report
 
 
@@ -758,6 +760,8 @@ def _write_manifest(path: Path, entries: Iterable[dict]) -> None:
 
 
 class _NoBar:
+    n = 0
+
     def update(self, n: float) -> None:
         pass
 
@@ -773,9 +777,8 @@ def _progress_bar(show: bool, total: float, unit: str) -> _NoBar:
     from tqdm import tqdm
 
     return tqdm(  # type: ignore[return-value]
-        total=total,
+        total=int(total),
         unit=unit,
         desc="synthesising",
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]",
     )

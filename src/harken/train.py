@@ -238,7 +238,7 @@ def specaugment_config(settings: dict[str, Any]):
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`optim.lr=3e-4` -> (["optim", "lr"], 3e-4); values are parsed as TOML when they can be."""
-    import tomllib
+    from harken.errors import tomllib
 
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
@@ -252,7 +252,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
     """Read a TOML training config and apply `--set KEY=VALUE` overrides."""
-    import tomllib
+    from harken.errors import tomllib
 
     data: dict[str, Any] = {}
     if path is not None:

@@ -38,8 +38,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
-                     group_size: int = 8) -> Iterator[FileResult]:
-    """Transcribe files in groups (batched network); a file that fails is reported, not fatal."""
+                     group_size: int = 8, vad: str | None = "auto") -> Iterator[FileResult]:
+    """Transcribe files in groups (batched network); a file that fails is reported, not fatal.
+
+    `vad` cuts long files into speech segments (see `Model.transcribe`); None keeps all audio."""
     from harken.audio import load_audio
 
     paths = list(paths)
@@ -54,7 +56,7 @@ def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
                 results[path] = FileResult(path, error=str(exc))
         if loaded:
             try:
-                transcripts = model.transcribe_batch([w for _, w in loaded], options)
+                transcripts = model.transcribe_batch([w for _, w in loaded], options, vad=vad)
                 for (path, _), transcript in zip(loaded, transcripts):
                     results[path] = FileResult(path, transcript=transcript)
             except HarkenError as exc:
