@@ -277,8 +277,10 @@ def test_decoder_set_up_errors(tmp_path: Path, word_lm: str, char_lm: str, piece
         get_decoder(CHARS, DecodeOptions(lm=str(tmp_path / "missing.bin")))
     with pytest.raises(ConfigError, match="word LM, which needs lexicon decoding"):
         get_decoder(CHARS, DecodeOptions(lm=word_lm, lexicon=False))
-    with pytest.raises(ConfigError, match="lexicon decoding needs a word LM"):
+    with pytest.raises(ConfigError, match="needs a word LM; lm: .* is a char LM"):
         get_decoder(CHARS, DecodeOptions(lm=char_lm, lexicon=True))
+    with pytest.raises(ConfigError, match="needs a word LM"):
+        get_decoder(CHARS, DecodeOptions(lm=char_lm, vocabulary=["cat"]))
     with pytest.raises(ConfigError, match="needs a word list"):
         get_decoder(CHARS, DecodeOptions(lexicon=True))
     with pytest.raises(ConfigError, match="needs a character tokenizer"):

@@ -200,10 +200,10 @@ def test_reads_files_and_scores_perplexity(tmp_path: Path) -> None:
 
 def test_tuned_values_round_trip(tmp_path: Path) -> None:
     files = hlm.build_lm(["a b c"], 2, tmp_path / "lm", estimator="builtin")
-    assert hlm.tuned_defaults(files.arpa) == {}
+    assert hlm.read_lm_info(files.arpa).lm_weight is None
     hlm.write_lm_info(files.arpa, lm_weight=0.8, word_score=-0.5, details={"wer": 0.1})
-    assert hlm.tuned_defaults(files.arpa) == {"lm_weight": 0.8, "word_score": -0.5}
     info = hlm.read_lm_info(files.arpa)
+    assert (info.lm_weight, info.word_score) == (0.8, -0.5)
     assert info.details["wer"] == 0.1 and info.details["estimator"] == "builtin"
 
 

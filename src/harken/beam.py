@@ -20,6 +20,8 @@ How tokenizers map onto flashlight's decoders:
   "silence" is an extra emission column that never scores. flashlight completes a word on
   the frame its last piece is first emitted and cannot repeat that piece afterwards, so each
   word is also spelled with its last piece doubled, which lets the piece last several frames.
+  The price: a one-piece word said twice with only blanks between ("had had") can be read
+  once, as flashlight lets a label fire after a blank.
 
 Hotwords are added by `BoostedLM`, a Python LM wrapped around KenLM (or around nothing): a
 phrase earns its boost piece by piece as it is recognised, and what it earned is taken back if
@@ -50,7 +52,7 @@ from harken.decoding import (DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, Alternative,
                              Transcript, WordTokenizer, check_log_probs, collapse_path,
                              path_transcript)
 from harken.errors import ConfigError
-from harken.lm import UNK, WORD_BOUNDARY, lm_vocabulary, read_lm_info, tuned_defaults
+from harken.lm import UNK, WORD_BOUNDARY, LMInfo, lm_vocabulary, read_lm_info
 
 _IMPOSSIBLE = -1e9  # emission score of a token that cannot occur in a frame
 _WORD_START = "\u2581"  # SentencePiece's mark of a word's first piece
@@ -83,17 +85,17 @@ class Decoder:
         self._sil = self.boundary_id if self.boundary_id is not None else self.vocab_size
         self._columns = self.vocab_size + (self.boundary_id is None)
 
-        self.lm_unit: str | None = None
+        info = LMInfo(unit="")  # no LM
         if options.lm is not None:
             if not os.path.isfile(options.lm):
                 raise ConfigError(f"lm: {options.lm} does not exist")
-            self.lm_unit = read_lm_info(options.lm).unit
-        tuned = tuned_defaults(options.lm)
-        self.lm_weight = _first(options.lm_weight, tuned.get("lm_weight"), DEFAULT_LM_WEIGHT)
-        self.word_score = _first(options.word_score, tuned.get("word_score"),
+            info = read_lm_info(options.lm)
+        self.lm_unit: str | None = info.unit or None
+        # Unset weights: the LM's tuned values (`harken lm tune --write`), else the defaults.
+        self.lm_weight = _first(options.lm_weight, info.lm_weight, DEFAULT_LM_WEIGHT) \
+            if options.lm else 0.0
+        self.word_score = _first(options.word_score, info.word_score,
                                  DEFAULT_WORD_SCORE if options.lm else 0.0)
-        if options.lm is None:
-            self.lm_weight = 0.0
         self.lexicon = self._use_lexicon()
         if not self.lexicon and self.boundary_id is None:  # no word boundary to score
             if options.word_score:
@@ -119,19 +121,20 @@ class Decoder:
     def _use_lexicon(self) -> bool:
         options = self.options
         word_lm = self.lm_unit == "word"
-        if options.lexicon is None:
-            return word_lm or options.vocabulary is not None
-        if options.lexicon and options.lm is not None and not word_lm:
-            raise ConfigError(f"lexicon decoding needs a word LM; lm: {options.lm} is a "
-                              f"{self.lm_unit} LM (use lexicon=False or None)")
-        if options.lexicon and options.lm is None and options.vocabulary is None:
+        lexicon = options.lexicon
+        if lexicon is None:
+            lexicon = word_lm or options.vocabulary is not None
+        if lexicon and options.lm is not None and not word_lm:
+            raise ConfigError(f"lexicon decoding (lexicon=True or a vocabulary) needs a word LM; "
+                              f"lm: {options.lm} is a {self.lm_unit} LM")
+        if lexicon and options.lm is None and options.vocabulary is None:
             raise ConfigError("lexicon decoding needs a word list: give a word LM (lm=...) or "
                               "vocabulary=[...]")
-        if not options.lexicon and word_lm:
+        if not lexicon and word_lm:
             raise ConfigError(f"lm: {options.lm} is a word LM, which needs lexicon decoding "
                               "(lexicon=True or None); lexicon-free decoding takes a character "
                               "or token LM")
-        return options.lexicon
+        return lexicon
 
     def _lexicon_words(self) -> list[str]:
         if self.options.vocabulary is not None:

@@ -33,7 +33,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -603,15 +603,6 @@ def _binary_vocabulary(path: Path) -> list[str]:
                           "it and no vocabulary stored in it); pass vocabulary=... or use the "
                           "ARPA file")
     return words
-
-
-def tuned_defaults(lm: str | os.PathLike[str] | None) -> Mapping[str, float]:
-    """The tuned {"lm_weight", "word_score"} stored with an LM ({} when none)."""
-    if lm is None or not info_path(lm).is_file():
-        return {}
-    info = read_lm_info(lm)
-    return {k: float(v) for k, v in (("lm_weight", info.lm_weight),
-                                      ("word_score", info.word_score)) if v is not None}
 
 
 # --- command line ----------------------------------------------------------------------------
