@@ -122,6 +122,8 @@ def test_load_model_onnx_round_trip(exported):
         export_onnx(onnx_model, onnx_dir.parent / "again")
     with pytest.raises(ModelError, match="no PyTorch weights"):
         onnx_model.save(onnx_dir.parent / "saved")
+    with pytest.raises(ModelError, match="streaming is not exported to ONNX yet"):
+        onnx_model.network.initial_state()
 
 
 def test_numpy_in_numpy_out_and_shape_errors(exported):

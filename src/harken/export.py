@@ -282,6 +282,12 @@ class OnnxNetwork:
     def parameters(self) -> Iterator[Any]:
         return iter(())
 
+    def initial_state(self, *args: Any, **kwargs: Any) -> Any:
+        raise ModelError(f"{self.path}: streaming is not exported to ONNX yet; load the model "
+                         "with backend='torch' to stream")
+
+    stream_step = initial_state
+
     def state_dict(self) -> dict[str, Any]:
         raise ModelError(f"{self.path}: an ONNX model has no PyTorch weights to save; save the "
                          "original model, or copy the exported folder")
