@@ -59,8 +59,10 @@ SENTENCES = [
 def emissions(tokenizer: Any, frames: Sequence[dict[str, float]], floor: float = 1e-4
               ) -> np.ndarray:
     """(time, vocab) log-probabilities: each frame gives some tokens a probability, the rest
-    share a small floor."""
-    out = np.full((len(frames), tokenizer.vocab_size), floor)
+    a small floor. The floor is jittered (fixed seed): flashlight breaks exact ties between
+    hypotheses by memory address, so tied scores could decode differently from run to run."""
+    jitter = np.random.default_rng(0).uniform(0.5, 1.5, (len(frames), tokenizer.vocab_size))
+    out = floor * jitter
     for t, frame in enumerate(frames):
         for token, p in frame.items():
             out[t, tokenizer.tokens.index(token)] = p
