@@ -104,9 +104,7 @@ def test_builtin_perplexity_within_2_percent_of_lmplz(tmp_path: Path, order: int
                         normalize=False)
     theirs = hlm.build_lm(train, order, tmp_path / "lmplz", estimator="lmplz", prune=prune,
                           normalize=False)
-    counts = [line for line in ours.arpa.read_text().splitlines()[:8] if line.startswith("ngram")]
-    assert counts == [line for line in theirs.arpa.read_text().splitlines()[:8]
-                      if line.startswith("ngram")]
+    assert hlm.arpa_counts(ours.arpa) == hlm.arpa_counts(theirs.arpa)
     ppl_ours = hlm.perplexity(ours.arpa, heldout, normalize=False)
     ppl_theirs = hlm.perplexity(theirs.arpa, heldout, normalize=False)
     assert abs(ppl_ours - ppl_theirs) / ppl_theirs < 0.02

@@ -169,6 +169,18 @@ def arpa_unigrams(path: str | os.PathLike[str]) -> list[str]:
     return words
 
 
+def arpa_counts(path: str | os.PathLike[str]) -> list[int]:
+    """The number of n-grams of each order, from an ARPA file's \\data\\ header."""
+    counts: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.startswith("ngram "):
+                counts.append(int(line.split("=", 1)[1]))
+            elif counts and line.startswith("\\"):
+                break
+    return counts
+
+
 def _is_arpa(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(64).lstrip().startswith(b"\\data\\")
@@ -351,7 +363,9 @@ def _run_lmplz(lmplz: Path, sentences: Iterable[list[str]], order: int, arpa: Pa
                              encoding="utf-8")
             command += ["--limit_vocab_file", str(vocab)]
         _run(command, "lmplz")
-    return {"sentences": n_sentences, "tokens": sum(counts.values())}
+    stats = {"sentences": n_sentences, "tokens": sum(counts.values())}
+    stats.update({f"ngrams_{n}": c for n, c in enumerate(arpa_counts(arpa), 1)})
+    return stats
 
 
 # --- the built-in modified Kneser-Ney estimator ----------------------------------------------
