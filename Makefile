@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 # A local CPU build of torch: pin it exactly (a loose range would pull CUDA packages).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test bench clean
+KENLM_PREFIX ?= .cache/kenlm
+
+.PHONY: setup system-deps kenlm demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +21,17 @@ setup: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# KenLM's lmplz/build_binary, built from the kenlm source package (about 3-5 minutes).
+$(KENLM_PREFIX)/bin/lmplz:
+	bash scripts/build_kenlm.sh $(KENLM_PREFIX)
+
+kenlm: $(KENLM_PREFIX)/bin/lmplz
+
 demo: setup
 	$(VENV)/bin/harken transcribe examples/*.wav
 
-test: setup system-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+test: setup system-deps kenlm
+	HARKEN_KENLM_BIN=$(abspath $(KENLM_PREFIX))/bin $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
 	$(PY) benchmarks/engine_speed.py
