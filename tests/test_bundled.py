@@ -1,0 +1,59 @@
+"""The bundled-model mechanism: registry, SHA-256 check at load, default model, shipped LM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import harken.model as model_module
+from harken.errors import ModelError
+from harken.model import bundled_models, load_model, new_model, sha256_file
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def assets(tmp_path, monkeypatch):
+    """A package assets folder holding one bundled tiny model."""
+    torch.manual_seed(0)
+    path = new_model("deepspeech2", "tiny").save(tmp_path / "en-small.harken")
+    registry = tmp_path / "models.json"
+    registry.write_text(json.dumps({"en-small": {"file": path.name, "sha256": sha256_file(path)}}))
+    monkeypatch.setattr(model_module, "ASSETS", tmp_path)
+    monkeypatch.setattr(model_module, "REGISTRY_FILE", registry)
+    return tmp_path
+
+
+def test_no_argument_loads_the_bundled_default(assets):
+    model = load_model()
+    assert model.path == assets / "en-small.harken"
+    assert load_model("en-small").path == model.path
+    audio = np.zeros(8000, np.float32)
+    np.testing.assert_array_equal(model.log_probs([audio])[0],
+                                  load_model(model.path).log_probs([audio])[0])
+
+
+def test_a_changed_bundled_file_is_refused(assets):
+    path = assets / "en-small.harken"
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_model()
+
+
+def test_a_missing_bundled_file_says_to_reinstall(assets):
+    (assets / "en-small.harken").unlink()
+    with pytest.raises(ModelError, match="reinstall"):
+        load_model()
+
+
+def test_the_shipped_registry_matches_the_shipped_files():
+    for name, entry in bundled_models().items():
+        path = model_module.ASSETS / entry["file"]
+        assert path.is_file(), name
+        assert sha256_file(path) == entry["sha256"], name
+        if "lm" in entry:
+            assert sha256_file(model_module.ASSETS / entry["lm"]["file"]) == entry["lm"]["sha256"]
