@@ -15,6 +15,7 @@ import numpy as np
 
 from harken.audio import float_to_pcm16, load_audio
 from harken.data import read_manifest
+from harken.decoding import GREEDY
 from harken.evaluate import error_rates
 from harken.model import load_model
 from harken.text import normalize_text
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--no-pocketsphinx", action="store_true")
     args = parser.parse_args()
     model = load_model(args.model)
-    systems = {"harken greedy": model.decode_options(greedy=True)}
+    systems = {"harken greedy": GREEDY}
     if model.config.decoding.get("lm"):
         systems["harken + LM"] = model.decode_options()
     print(f"{'manifest':28s} {'system':16s} {'WER %':>7s} {'CER %':>7s} {'RTF':>8s} {'WER/peer':>9s} {'RTF/peer':>9s}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from harken.lm import read_lm_info
 from harken.model import ASSETS, REGISTRY_FILE, load_model, sha256_file
 
 NAME = "en-small"
@@ -39,6 +40,9 @@ def main() -> None:
         lm_name = f"{NAME}{args.lm.suffix}"
         shutil.copyfile(args.lm, ASSETS / lm_name)
         decoding["lm"] = lm_name  # resolved against the model file's folder
+        info = read_lm_info(args.lm)  # weights stored by `harken lm tune --write`
+        decoding.update({k: v for k, v in (("lm_weight", info.lm_weight),
+                                           ("word_score", info.word_score)) if v is not None})
         if args.decoding is not None:
             decoding.update(json.loads(args.decoding.read_text()))
     model.config = dataclasses.replace(model.config, decoding=decoding)

@@ -122,14 +122,13 @@ def _load(args: argparse.Namespace):
 
 
 def _options(model: Any, args: argparse.Namespace) -> Any:
+    """Decoding options from the command line over the model's stored defaults (None: greedy)."""
+    from harken.decoding import GREEDY
+
     overrides = decode_overrides(args)
-    if not overrides:
-        return None
-    options = model.decode_options(**overrides)
-    if options is None and overrides:
-        raise HarkenError("beam search options need harken.decoding.DecodeOptions "
-                          "(this installation only has greedy decoding)")
-    return options
+    if overrides.pop("greedy", False):
+        return GREEDY
+    return model.decode_options(**overrides) if overrides else None
 
 
 # -- transcribe ------------------------------------------------------------------------------

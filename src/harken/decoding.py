@@ -331,6 +331,9 @@ class DecodeOptions:
                      for f in dataclasses.fields(self))
 
 
+# Options that mean greedy decoding whatever a model's stored defaults say.
+GREEDY = DecodeOptions(beam_width=1)
+
 _DECODERS: OrderedDict[tuple[Any, ...], "Decoder"] = OrderedDict()
 _DECODERS_LOCK = threading.Lock()
 _DECODER_CACHE_SIZE = 8

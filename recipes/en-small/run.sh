@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The en-small recipe, one command per stage; every stage can be re-run after an interruption
+# (finished work is kept). Run from the repository root:
+#   bash recipes/en-small/run.sh STAGE      # prepare | synth | train | lm | tune | evaluate | package
+# SHARED points at the shared corpora and text (default ../shared).
+set -euo pipefail
+SHARED=${SHARED:-../shared}
+EXP=exp/en-small
+stage=${1:?usage: run.sh prepare|synth|train|lm|tune|evaluate|package}
+case "$stage" in
+  prepare)   # manifests: train splits minus dev speakers, dev, official tests (absolute paths)
+    python recipes/en-small/prepare.py --corpora "$SHARED/corpora" --out "$EXP/data" ;;
+  synth)     # 8 h of multi-voice synthetic speech (keeps rendered files on re-run)
+    harken data synth --text "$SHARED/text/prompts.txt" --out "$EXP/synth" --hours 8 --seed 0 --format flac ;;
+  train)     # resumes from the latest checkpoint when there is one
+    if [ -f "$EXP/run/checkpoints/latest" ]; then resume=--resume; else resume=; fi
+    harken train recipes/en-small/config.toml $resume "${@:2}" ;;
+  lm)        # 3-gram word LM from the public-domain text, pruned and 8-bit quantised
+    harken lm build "$SHARED/text/corpus.txt.gz" --order 3 --prune 0 1 2 --out "$EXP/lm/en-small"
+    build_binary=$(command -v build_binary || echo "${HARKEN_KENLM_BIN:-.cache/kenlm/bin}/build_binary")
+    "$build_binary" -a 22 -q 8 -b 8 trie "$EXP/lm/en-small.arpa" "$EXP/lm/en-small-q8.bin" ;;
+  tune)      # alpha/beta on the dev set (never the test sets)
+    harken lm tune "$EXP/data/dev.jsonl" --model "$EXP/run/best" --lm "$EXP/lm/en-small-q8.bin" --write ;;
+  evaluate)  # the official test splits, greedy and with the LM, against PocketSphinx
+    python benchmarks/accuracy.py "$EXP"/data/test_*.jsonl --model src/harken/assets/en-small.harken ;;
+  package)   # best model (float16) + LM into src/harken/assets, SHA-256 recorded
+    python recipes/en-small/package.py --run "$EXP/run" --lm "$EXP/lm/en-small-q8.bin" \
+      ${DECODING:+--decoding "$DECODING"} ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
