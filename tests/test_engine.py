@@ -271,3 +271,38 @@ epochs_per_eval = 1000
     two = load_file(str(tmp_path / "two" / "model" / "weights.safetensors"))
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_greedy_on_request_overrides_stored_lm_defaults(tmp_path):
+    import dataclasses
+
+    from harken.cli import build_parser, _options
+    from harken.decoding import GREEDY
+
+    model = new_model("deepspeech2", "tiny")
+    model.config = dataclasses.replace(model.config, decoding={"lm": "missing.bin", "beam_width": 8})
+    args = build_parser().parse_args(["transcribe", "x.wav", "--greedy"])
+    assert _options(model, args) is GREEDY
+    assert model.decode_options(GREEDY) is None  # None: greedy decoding
+    args = build_parser().parse_args(["transcribe", "x.wav", "--beam-width", "4", "--no-lm"])
+    options = _options(model, args)
+    assert options.beam_width == 4 and options.lm is None
+
+
+def test_fine_tuning_keeps_the_body_and_reinitialises_a_new_output_layer(tts_corpus, tmp_path):
+    from harken.train import _init_model
+
+    base = train(tiny_config(tts_corpus, tmp_path / "base", steps=3))
+    same = tiny_config(tts_corpus, tmp_path / "ft", steps=3, model={"init_from": str(base)})
+    other = tiny_config(tts_corpus, tmp_path / "ft2", steps=3, model={"init_from": str(base)},
+                        tokenizer={"alphabet": " abcdefghijklmnopqrstuvwxyz'-"})
+    source = load_model(base).network.state_dict()
+    from harken.text import CharTokenizer
+
+    copied = _init_model(same, CharTokenizer()).network.state_dict()
+    assert all(torch.equal(copied[k], v) for k, v in source.items())
+    wider = _init_model(other, CharTokenizer(other.tokenizer.alphabet)).network.state_dict()
+    changed = [k for k, v in source.items() if wider[k].shape != v.shape]
+    assert changed and all(k.startswith(("output", "fc", "head", "decoder", "out")) for k in changed), changed
+    kept = [k for k in source if k not in changed]
+    assert all(torch.equal(wider[k], source[k]) for k in kept)

@@ -421,16 +421,15 @@ def _init_model(config: TrainConfig, tokenizer: Any):
         state = source.network.state_dict()
         own = model.network.state_dict()
         same_vocab = source.tokenizer.tokens == tokenizer.tokens
+        vocab = source.tokenizer.vocab_size
+        # With a new tokenizer the output layer (the tensors sized by the vocabulary) starts afresh.
         kept = {k: v for k, v in state.items()
-                if k in own and own[k].shape == v.shape and (same_vocab or not _is_output(k, v, tokenizer))}
+                if k in own and own[k].shape == v.shape
+                and (same_vocab or not (v.ndim >= 1 and v.shape[0] == vocab))}
         model.network.load_state_dict(kept, strict=False)
         log.info("initialised %d/%d tensors from %s%s", len(kept), len(own), config.model.init_from,
                  "" if same_vocab else " (new tokenizer: output layer re-initialised)")
     return model
-
-
-def _is_output(name: str, value: torch.Tensor, tokenizer: Any) -> bool:
-    return value.shape[0] == tokenizer.vocab_size or (name.endswith(".bias") and value.numel() == tokenizer.vocab_size)
 
 
 def train(config: TrainConfig, resume: bool = False,
@@ -566,7 +565,9 @@ def train(config: TrainConfig, resume: bool = False,
             window["audio"] += seconds
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                speed = window["audio"] / max(1e-9, time.time() - window["start"])
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                audio=f"{speed:.0f}x")
             if step % config.run.log_every == 0 and rank == 0:
                 elapsed = max(1e-9, time.time() - window["start"])
                 record = {"kind": "train", "step": step, "epoch": epoch,
