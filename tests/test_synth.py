@@ -214,3 +214,29 @@ def test_config_errors(text_file, tmp_path):
     empty.write_text("hi\n")
     with pytest.raises(ConfigError, match="no line of 3-30 words"):
         synthesize(empty, tmp_path, count=1)
+
+
+@pytest.mark.slow
+def test_a_tiny_model_learns_synthesized_speech(voices, tmp_path):
+    """Speech rendered by `synthesize` is learnable: a tiny model trained on it transcribes it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import PHRASES
+    from test_engine import tiny_config
+
+    from harken.model import load_model
+    from harken.train import train
+
+    slt = [v for v in voices.get("flite", []) if v.name == "slt"]
+    if not slt:
+        pytest.skip("flite's slt voice is not installed")
+    text = tmp_path / "phrases.txt"
+    text.write_text("\n".join(PHRASES) + "\n")
+    synthesize(text, tmp_path / "synth", count=4, voices={"flite": slt}, seed=0, progress=False)
+    manifest = tmp_path / "synth" / "manifest.jsonl"
+    rows = _manifest(manifest)
+    assert len(rows) == 4 and {r["text"] for r in rows} <= set(PHRASES)
+    model = load_model(train(tiny_config(manifest, tmp_path / "run", "deepspeech2", 400)))
+    results = model.transcribe_batch([manifest.parent / r["audio"] for r in rows])
+    assert [r.text for r in results] == [row["text"] for row in rows]
