@@ -30,9 +30,9 @@ trap 'rm -rf "$work"' EXIT
 if [ -n "${KENLM_SDIST:-}" ]; then
   cp "$KENLM_SDIST" "$work/"
 else
-  # --no-build-isolation: download the sdist without building its build dependencies.
-  python3 -m pip download --quiet --no-deps --no-binary=kenlm --no-build-isolation \
-    --dest "$work" kenlm
+  # pip prepares the sdist's metadata in an isolated build environment (setuptools and wheel
+  # fetched there), so this works with a bare system Python.
+  python3 -m pip download --quiet --no-deps --no-binary=kenlm --dest "$work" kenlm
 fi
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src=$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -n 1)
