@@ -50,7 +50,7 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
         return {"wer": 0.0, "cer": 0.0, "substitutions": 0, "deletions": 0, "insertions": 0,
                 "reference_words": 0}
     refs = [r for r, _ in pairs]
-    # jiwer refuses empty hypotheses in some versions: score an empty one as all deletions.
+    # A whitespace-only hypothesis counts as empty: all of its reference's words are deletions.
     hyps = [h if h.strip() else "" for _, h in pairs]
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
