@@ -53,7 +53,8 @@ def _add_optional_commands(sub: Any) -> None:
 
     for module, function in (("harken.lm", "register_lm_commands"),
                              ("harken.corpus", "register_data_commands"),
-                             ("harken.export", "register_export_command")):
+                             ("harken.export", "register_export_command"),
+                             ("harken.server", "register_serve_command")):
         try:
             register = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError):
@@ -134,24 +135,36 @@ def _options(model: Any, args: argparse.Namespace) -> Any:
 # -- transcribe ------------------------------------------------------------------------------
 
 def _add_transcribe(sub: Any) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio files or folders",
-                       description="Transcribe audio files (any format/rate) or every audio file under a folder.")
-    p.add_argument("inputs", nargs="+", help="audio files or folders")
+    from harken.batch import add_batch_args, output_formats
+
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests",
+                       description="Transcribe audio files (any format/rate), every audio file "
+                                   "under a folder, or the files a manifest lists. With "
+                                   "--output-dir the job is resumable (docs/scaling.md).")
+    p.add_argument("inputs", nargs="+", help="audio files, folders or manifests (.jsonl/.csv/.txt)")
     add_model_args(p)
     add_decode_args(p)
-    p.add_argument("--format", "-f", choices=("txt", "json", "srt", "vtt"), default="txt")
+    p.add_argument("--format", "-f", type=output_formats, default="txt",
+                   help="txt, json, srt or vtt; with --output-dir a comma-separated list or all")
     p.add_argument("--output-dir", "-o", type=Path, default=None,
                    help="write <name>.<format> files here instead of printing")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
+    add_batch_args(p)
     p.set_defaults(func=_run_transcribe)
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
     from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
 
+    if args.output_dir is not None:
+        from harken.batch import run_batch_command
+
+        return run_batch_command(args)
+    if "," in args.format or args.workers != 1 or args.ray:
+        raise HarkenError("several formats, --workers and --ray need --output-dir")
     paths = expand_inputs(args.inputs)
     if not paths:
         raise HarkenError(f"no audio files found in {', '.join(args.inputs)}")

@@ -41,6 +41,8 @@ def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
                      group_size: int = 8, vad: str | None = "auto") -> Iterator[FileResult]:
     """Transcribe files in groups (batched network); a file that fails is reported, not fatal.
 
+    When a group fails as a whole, its files are run one by one so only the bad one is lost.
+
     `vad` cuts long files into speech segments (see `Model.transcribe`); None keeps all audio."""
     from harken.audio import load_audio
 
@@ -59,11 +61,21 @@ def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
                 transcripts = model.transcribe_batch([w for _, w in loaded], options, vad=vad)
                 for (path, _), transcript in zip(loaded, transcripts):
                     results[path] = FileResult(path, transcript=transcript)
-            except HarkenError as exc:
-                for path, _ in loaded:
-                    results[path] = FileResult(path, error=str(exc))
+            except Exception:  # noqa: BLE001 - find the file that failed, keep the others
+                for path, wave in loaded:
+                    results[path] = _transcribe_alone(model, path, wave, options, vad)
         for path in group:
             yield results[path]
+
+
+def _transcribe_alone(model: Any, path: Path, wave: Any, options: Any,
+                      vad: str | None) -> FileResult:
+    """One file on its own, any failure reported as its error (naming the file)."""
+    try:
+        return FileResult(path, transcript=model.transcribe_batch([wave], options, vad=vad)[0])
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end a long job
+        message = str(exc) if isinstance(exc, HarkenError) else f"{type(exc).__name__}: {exc}"
+        return FileResult(path, error=message if str(path) in message else f"{path}: {message}")
 
 
 def format_transcript(transcript: Transcript, fmt: str) -> str:
@@ -100,9 +112,40 @@ def write_result(result: FileResult, fmt: str, output_dir: Path | None) -> Path 
     """Write a transcript next to `output_dir/<stem>.<fmt>` atomically; returns the path."""
     if output_dir is None or result.transcript is None:
         return None
-    output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / f"{result.path.stem}.{fmt}"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(format_transcript(result.transcript, fmt), encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, format_transcript(result.transcript, fmt))
     return target
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write `text` to `target` so that a crash leaves the old file or the new one, never part.
+
+    The text goes to a temporary file in the same folder, is flushed to disk (fsync) and then
+    renamed over `target`; the folder is synced so the rename itself survives a power cut.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_folder(target.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder so renames and new names in it are on disk (a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
