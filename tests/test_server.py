@@ -1,0 +1,399 @@
+"""`harken serve`: real uvicorn servers on free ports, the official `openai` client, a real
+`websockets` client, jobs that survive a restart, limits, authentication and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+httpx = pytest.importorskip("httpx")
+
+from harken.jobs import JobStore  # noqa: E402
+from harken.model import Model, new_model  # noqa: E402
+from harken.server import ServerConfig, create_app, prompt_hotwords  # noqa: E402
+from harken.transcribe import format_transcript  # noqa: E402
+from harken.vad import EndpointConfig  # noqa: E402
+
+RATE = 16000
+
+
+def tiny_streaming_model() -> Model:
+    """A random unidirectional DeepSpeech2 (streams step by step): tone bursts make it emit
+    tokens, so transcripts are deterministic and non-empty."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    features = {"normalize": "global", "n_mels": 80,
+                "global_mean": tuple(rng.uniform(-12, -6, 80).tolist()),
+                "global_std": tuple(rng.uniform(1.5, 3.0, 80).tolist())}
+    model = new_model("deepspeech2", "tiny", features=features, bidirectional=False, lookahead=2)
+    return model.eval()
+
+
+def bursts(seconds: float, seed: int = 0, gaps: int = 0) -> np.ndarray:
+    """Tone bursts in noise; with `gaps`, that many 1.2 s silences split it (endpointing)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    tone = (np.sin(2 * np.pi * 1.3 * t) > 0.3) * np.sin(2 * np.pi * (300 + 60 * seed) * t * (1 + t % 1))
+    audio = (0.05 * rng.standard_normal(n) + 0.3 * tone).astype(np.float32)
+    if not gaps:
+        return audio
+    pieces = np.array_split(audio, gaps + 1)
+    silence = np.zeros(int(1.2 * RATE), np.float32)
+    return np.concatenate([x for p in pieces for x in (p, silence)][:-1])
+
+
+def wav_bytes(audio: np.ndarray, rate: int = RATE) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    torch.set_num_threads(1)
+    return tiny_streaming_model()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    paths = []
+    for seed, seconds in enumerate((2.0, 3.5, 1.2, 4.0, 2.7, 3.1)):
+        path = folder / f"clip{seed}.wav"
+        path.write_bytes(wav_bytes(bursts(seconds, seed)))
+        paths.append(path)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(model: Model, **settings) -> Iterator[str]:
+    """A real uvicorn server in a thread; yields its base URL."""
+    import uvicorn
+
+    settings.setdefault("db", ":memory:")
+    app = create_app(model, ServerConfig(model_name="tiny", **settings))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def transcribe_request(base: str, data: bytes, name: str = "a.wav", headers=None, **fields):
+    return httpx.post(base + "/v1/audio/transcriptions", files={"file": (name, data)},
+                      data={"model": "tiny", **fields}, headers=headers, timeout=60)
+
+
+# --- REST ---------------------------------------------------------------------------------------
+
+def test_openai_client_gets_what_model_transcribe_gives(model: Model, clips: list[Path]) -> None:
+    openai = pytest.importorskip("openai")
+    expected = model.transcribe(clips[1])
+    assert expected.text and expected.words
+    with running(model) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+        with open(clips[1], "rb") as f:
+            result = client.audio.transcriptions.create(model="whisper-1", file=f)
+        assert result.text == expected.text
+        with open(clips[1], "rb") as f:
+            verbose = client.audio.transcriptions.create(
+                model="whisper-1", file=f, response_format="verbose_json", language="en",
+                timestamp_granularities=["word", "segment"], temperature=0.7)
+        assert verbose.text == expected.text
+        assert verbose.duration == pytest.approx(3.5)
+        assert [(w.word, w.start, w.end) for w in verbose.words] == [
+            (w.word, round(w.start, 3), round(w.end, 3)) for w in expected.words]
+        assert [s.text for s in verbose.segments] == [s.text for s in expected.segments]
+        for fmt, ours in (("text", "txt"), ("srt", "srt"), ("vtt", "vtt")):
+            with open(clips[1], "rb") as f:
+                rendered = client.audio.transcriptions.create(model="whisper-1", file=f,
+                                                              response_format=fmt)
+            assert rendered == format_transcript(expected, ours)
+
+
+def test_concurrent_requests_are_batched_and_unchanged(model: Model, clips: list[Path]) -> None:
+    expected = [model.transcribe(p).text for p in clips]
+    with running(model, max_batch=8, max_wait_ms=300) as base:
+        results: dict[int, str] = {}
+
+        def post(i: int) -> None:
+            results[i] = transcribe_request(base, clips[i].read_bytes()).json()["text"]
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(clips))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        metrics = httpx.get(base + "/metrics").text
+    assert [results[i] for i in range(len(clips))] == expected
+    count = _metric(metrics, "harken_batch_size_count")
+    assert _metric(metrics, "harken_batch_size_sum") == len(clips)
+    assert count < len(clips), "concurrent requests were not batched"
+
+
+def test_prompt_becomes_hotwords(model: Model, clips: list[Path]) -> None:
+    assert prompt_hotwords("Kaldi, harken:5; open the door") == {
+        "kaldi": 10.0, "harken": 5.0, "open the door": 10.0}
+    assert prompt_hotwords("Hello Kaldi.") == {"hello": 10.0, "kaldi": 10.0}
+    expected = model.transcribe(clips[0], hotwords={"abc": 10.0})
+    with running(model) as base:
+        reply = transcribe_request(base, clips[0].read_bytes(), prompt="abc")
+    assert reply.json()["text"] == expected.text
+
+
+def test_bad_requests_get_json_errors_and_the_server_lives_on(model: Model,
+                                                             clips: list[Path]) -> None:
+    with running(model, max_upload_bytes=200_000, max_audio_seconds=3.0) as base:
+        reply = transcribe_request(base, b"RIFF\x10\x00\x00\x00WAVEjunkjunk", name="broken.wav")
+        assert reply.status_code == 400
+        error = reply.json()["error"]
+        assert error["code"] == "bad_audio" and error["param"] == "file"
+        assert error["message"].startswith("broken.wav: ")
+        reply = transcribe_request(base, b"", name="empty.wav")
+        assert reply.status_code == 400
+        assert reply.json()["error"]["message"] == "empty.wav: empty file (0 bytes)"
+        reply = httpx.post(base + "/v1/audio/transcriptions", data={"model": "x"},
+                           files={"other": ("x", b"1")})
+        assert reply.status_code == 400
+        assert "missing form field 'file'" in reply.json()["error"]["message"]
+        reply = transcribe_request(base, clips[0].read_bytes(), response_format="mp3")
+        assert reply.status_code == 400 and "response_format" in reply.json()["error"]["message"]
+        reply = transcribe_request(base, wav_bytes(np.zeros(RATE * 7, np.float32)))
+        assert reply.status_code == 413
+        assert reply.json()["error"]["message"] == ("upload of 224044 bytes exceeds this "
+                                                    "server's limit of 200000 bytes")
+        reply = transcribe_request(base, clips[3].read_bytes(), name="long.wav")
+        assert reply.status_code == 413
+        assert reply.json()["error"]["message"].startswith(
+            "long.wav: audio is 4.0 s long; this server transcribes at most 3 s per request")
+        assert httpx.get(base + "/nothing").status_code == 404
+        assert transcribe_request(base, clips[0].read_bytes()).status_code == 200
+        assert httpx.get(base + "/health").json()["status"] == "ok"
+
+
+def test_api_key_is_required_everywhere_but_health(model: Model, clips: list[Path]) -> None:
+    with running(model, api_key="s3cret") as base:
+        assert httpx.get(base + "/health").status_code == 200
+        for path in ("/v1/models", "/metrics", "/v1/jobs/job_x"):
+            reply = httpx.get(base + path)
+            assert reply.status_code == 401, path
+            assert reply.json()["error"]["code"] == "invalid_api_key"
+        wrong = {"Authorization": "Bearer nope"}
+        assert transcribe_request(base, clips[0].read_bytes(), headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret"}
+        reply = transcribe_request(base, clips[0].read_bytes(), headers=right)
+        assert reply.status_code == 200 and reply.headers["x-request-id"]
+        models = httpx.get(base + "/v1/models", headers=right).json()
+        assert models["data"][0]["id"] == "tiny" and models["data"][0]["streaming"] is True
+        messages = asyncio.run(_stream(base.replace("http", "ws") + "/v1/stream", [], []))
+        assert messages == [{"type": "error", "code": "unauthorized", "message":
+                             "missing or wrong API key: send 'Authorization: Bearer KEY' or "
+                             "?token=KEY"}]
+        messages = asyncio.run(_stream(base.replace("http", "ws") + "/v1/stream?token=s3cret",
+                                       [{"type": "config"}], []))
+        assert [m["type"] for m in messages] == ["ready", "final", "done"]
+
+
+# --- streaming ------------------------------------------------------------------------------------
+
+async def _stream(url: str, first: list[dict], chunks: list[bytes], end: bool = True,
+                  pace: float = 0.0) -> list[dict]:
+    import websockets
+
+    messages: list[dict] = []
+    async with websockets.connect(url, max_size=None) as ws:
+        async def receive() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for message in ws:
+                    messages.append(json.loads(message))
+
+        reader = asyncio.create_task(receive())
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for message in first:
+                await ws.send(json.dumps(message))
+            for chunk in chunks:
+                await ws.send(chunk)
+                if pace:
+                    await asyncio.sleep(pace)
+            if end:
+                await ws.send(json.dumps({"type": "end"}))
+        await asyncio.wait_for(reader, 30)
+    return messages
+
+
+def test_websocket_stream_matches_a_local_stream(model: Model) -> None:
+    pytest.importorskip("websockets")
+    audio = bursts(6.0, seed=2, gaps=2)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    chunks = [pcm[i: i + 3201] for i in range(0, len(pcm), 3201)]  # odd sizes split samples
+    local = model.stream(endpoint=EndpointConfig(method="energy", silence_ms=600))
+    finals = [t for t in local.feed(pcm) if t.text] + [local.finish()]
+    with running(model, vad="energy") as base:
+        messages = asyncio.run(_stream(base.replace("http", "ws") + "/v1/stream", [
+            {"sample_rate": RATE, "encoding": "pcm_s16le", "partials": True}], chunks))
+    kinds = [m["type"] for m in messages]
+    assert kinds[0] == "ready" and kinds[-1] == "done" and "partial" in kinds
+    got = [m for m in messages if m["type"] == "final"]
+    assert len(got) >= 3, "pauses should end utterances"
+    assert [m["text"] for m in got] == [t.text for t in finals]
+    assert [[w["word"] for w in m["words"]] for m in got] == [[w.word for w in t.words]
+                                                              for t in finals]
+    assert [w["start"] for w in got[1]["words"]] == [round(w.start, 3) for w in finals[1].words]
+    assert got[-1]["end"] == pytest.approx(len(audio) / RATE, abs=1e-3)
+    assert messages[-1]["audio_seconds"] == pytest.approx(len(audio) / RATE, abs=1e-3)
+
+
+def test_websocket_f32_at_another_rate_and_limits(model: Model) -> None:
+    pytest.importorskip("websockets")
+    audio = bursts(2.0, seed=1)[::2].copy()  # 8 kHz
+    data = audio.astype("<f4").tobytes()
+    with running(model, max_streams=1, idle_stream_seconds=0.5) as base:
+        url = base.replace("http", "ws") + "/v1/stream"
+        messages = asyncio.run(_stream(url, [{"sample_rate": 8000, "encoding": "f32",
+                                              "partials": False}], [data[:1001], data[1001:]]))
+        assert [m["type"] for m in messages] == ["ready", "final", "done"]
+        assert messages[0]["sample_rate"] == 8000
+        assert messages[-1]["audio_seconds"] == pytest.approx(2.0, abs=0.01)
+        messages = asyncio.run(_stream(url, [{"encoding": "mp3"}], []))
+        assert messages == [{"type": "error", "code": "bad_config", "message":
+                             "stream config: encoding must be one of pcm_s16le, f32, got 'mp3'"}]
+        messages = asyncio.run(_stream(url, [{"sample_rate": 16000, "colour": 1}], []))
+        assert messages[0]["code"] == "bad_config" and "['colour']" in messages[0]["message"]
+        messages = asyncio.run(_stream(url, [], [b"\x00\x00"] * 3, end=False))
+        assert messages[-1]["code"] == "idle_timeout"
+
+        async def two() -> tuple[list[dict], list[dict]]:
+            first = asyncio.create_task(_stream(url, [{}], [b"\x00\x00" * 1600] * 5, pace=0.1))
+            await asyncio.sleep(0.2)
+            second = await _stream(url, [{}], [])
+            return await first, second
+
+        first, second = asyncio.run(two())
+        assert first[-1]["type"] == "done"
+        assert second == [{"type": "error", "code": "too_many_streams", "message":
+                           "the server is serving its maximum of 1 streams; try again later"}]
+        assert httpx.get(base + "/health").json()["active_streams"] == 0
+
+
+# --- jobs, metrics, the command -------------------------------------------------------------------
+
+def test_jobs_survive_a_restart(model: Model, clips: list[Path], tmp_path: Path) -> None:
+    db = str(tmp_path / "jobs.sqlite3")
+    with running(model, db=db, job_workers=0) as base:  # accepts jobs, runs none
+        reply = httpx.post(base + "/v1/jobs", files={"file": ("long.wav", clips[3].read_bytes())},
+                           data={"prompt": ""})
+        assert reply.status_code == 202
+        job = reply.json()
+        assert job["status"] == "queued" and job["id"].startswith("job_")
+        bad = httpx.post(base + "/v1/jobs", files={"file": ("x.wav", b"not audio at all")})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_audio"
+    with running(model, db=db, job_workers=1) as base:  # restarted: the job resumes
+        deadline = time.time() + 30
+        while (state := httpx.get(f"{base}/v1/jobs/{job['id']}").json())["status"] != "done":
+            assert state["status"] in ("queued", "running") and time.time() < deadline
+            time.sleep(0.05)
+        assert httpx.get(base + "/v1/jobs/job_missing").status_code == 404
+    expected = model.transcribe(clips[3])
+    assert state["result"]["text"] == expected.text
+    assert [w["word"] for w in state["result"]["words"]] == [w.word for w in expected.words]
+    with running(model, db=db, job_workers=0) as base:  # and the result stays
+        assert httpx.get(f"{base}/v1/jobs/{job['id']}").json() == state
+
+
+def test_job_store_requeues_interrupted_jobs(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "j.db")
+    job = store.add(b"audio", "a.wav", {"hotwords": {}})
+    running_job, audio = store.next_queued()
+    assert (running_job.id, running_job.status, audio) == (job.id, "running", b"audio")
+    assert store.next_queued() is None
+    store.close()
+    store = JobStore(f"sqlite:///{tmp_path / 'j.db'}")
+    assert store.get(job.id).status == "queued"
+    store.finish(job.id, None, "a.wav: bad")
+    assert (store.get(job.id).status, store.get(job.id).error) == ("failed", "a.wav: bad")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_metrics_count_requests_audio_and_streams(model: Model, clips: list[Path]) -> None:
+    with running(model) as base:
+        transcribe_request(base, clips[0].read_bytes())
+        transcribe_request(base, b"junk")
+        asyncio.run(_stream(base.replace("http", "ws") + "/v1/stream", [{}],
+                            [np.zeros(RATE, "<i2").tobytes()]))
+        text = httpx.get(base + "/metrics").text
+    assert 'harken_requests_total{endpoint="/v1/audio/transcriptions",status="200"} 1.0' in text
+    assert 'harken_requests_total{endpoint="/v1/audio/transcriptions",status="400"} 1.0' in text
+    assert 'harken_requests_total{endpoint="/v1/stream",status="ok"} 1.0' in text
+    assert 'harken_audio_seconds_total{endpoint="/v1/audio/transcriptions"} 2.0' in text
+    assert 'harken_audio_seconds_total{endpoint="/v1/stream"} 1.0' in text
+    assert _metric(text, "harken_real_time_factor_count") == 1
+    assert _metric(text, "harken_active_streams") == 0
+    assert _metric(text, "harken_queue_depth") == 0
+    assert _metric(text, "harken_batch_size_count") == 1
+    assert _metric(text, "harken_request_seconds_count") >= 2
+
+
+def test_harken_serve_command(model: Model, tmp_path: Path) -> None:
+    model.save(tmp_path / "tiny-model")
+    port = free_port()
+    env = {**os.environ, "HARKEN_API_KEY": "k", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harken.cli", "serve", "--model", str(tmp_path / "tiny-model"),
+         "--port", str(port), "--db", str(tmp_path / "jobs.db"), "--threads", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            assert time.time() < deadline, "harken serve did not start"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models",
+                           headers={"Authorization": "Bearer k"}).json()
+        assert models["data"][0]["id"] == "tiny-model"
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert (tmp_path / "jobs.db").is_file()
