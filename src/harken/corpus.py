@@ -6,7 +6,8 @@ key the input line had (`text_raw`, `engine`, ...). Audio paths are written rela
 manifest's folder when the audio lies under it, absolute otherwise, so a written manifest works
 from anywhere.
 
-`register_data_commands(subparsers)` adds `harken data synth|combine|filter|split|summary|preview`.
+`register_data_commands(subparsers)` adds `harken data synth|combine|filter|split|summary|preview`
+and `harken data prepare` (dataset importers, `harken.datasets`).
 """
 
 from __future__ import annotations
@@ -358,6 +359,10 @@ def register_data_commands(subparsers: Any) -> None:
     p.add_argument("--noise-dir", action="append", default=[], help="folder of noise recordings")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_preview)
+
+    from harken.datasets import register_prepare_command
+
+    register_prepare_command(sub)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
