@@ -27,6 +27,7 @@ WIN_LENGTH = round(SAMPLE_RATE * WINDOW_MS / 1000)  # 400 samples
 HOP_LENGTH = round(SAMPLE_RATE * HOP_MS / 1000)  # 160 samples
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # 100 frames per second
 
+FEATURE_KINDS = ("log_mel", "waveform")
 MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
 NORMALIZATIONS = ("per_feature", "global", "none")
@@ -44,6 +45,13 @@ class FeatureConfig:
     frames), "global" (fixed `global_mean`/`global_std`, one value per mel bin) or "none".
     `dither` is the standard deviation of noise added to the waveform in training mode only.
     `pad_to` > 0 pads the number of frames of a batch up to a multiple of it (with zeros).
+
+    `kind="waveform"` (wav2vec2-style networks) skips the spectrogram: the features are the
+    samples themselves, one per frame (`feature_dim` 1, `hop_length_ms` one sample), normalised
+    per utterance when `normalize="per_feature"`; the mel settings are then unused.
+    The normalisation divides by `sqrt(variance + variance_epsilon) + std_epsilon`, the
+    variance over N - 1 frames when `unbiased_std` (NeMo), over N otherwise. `window_periodic`
+    False gives the symmetric Hann window (NeMo).
     """
 
     sample_rate: int = SAMPLE_RATE
@@ -62,6 +70,11 @@ class FeatureConfig:
     global_std: tuple[float, ...] | None = None
     dither: float = 1e-5
     pad_to: int = 0
+    kind: str = "log_mel"
+    window_periodic: bool = True
+    std_epsilon: float = STD_EPSILON
+    variance_epsilon: float = 0.0
+    unbiased_std: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and immutable.
@@ -70,6 +83,11 @@ class FeatureConfig:
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(float(v) for v in value))
         self.validate()
+
+    @property
+    def feature_dim(self) -> int:
+        """Size F of a feature frame: `n_mels`, or 1 for waveform features."""
+        return 1 if self.kind == "waveform" else self.n_mels
 
     @property
     def win_length(self) -> int:
@@ -99,6 +117,8 @@ class FeatureConfig:
 
         if self.sample_rate <= 0:
             fail("sample_rate", "a positive number of samples per second")
+        if self.kind not in FEATURE_KINDS:
+            fail("kind", f"one of {FEATURE_KINDS}")
         if self.hop_length < 1:
             fail("hop_length_ms", "at least one sample long")
         if self.win_length < 1:
@@ -134,6 +154,10 @@ class FeatureConfig:
             fail("dither", ">= 0")
         if self.pad_to < 0:
             fail("pad_to", ">= 0 (0 disables padding)")
+        if self.std_epsilon < 0 or self.variance_epsilon < 0:
+            fail("std_epsilon" if self.std_epsilon < 0 else "variance_epsilon", ">= 0")
+        if self.normalize == "per_feature" and self.std_epsilon == self.variance_epsilon == 0:
+            fail("std_epsilon", "positive when variance_epsilon is 0 (silence would divide by 0)")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; `FeatureConfig.from_dict` reads it back."""
@@ -231,7 +255,8 @@ class LogMel(nn.Module):
         super().__init__()
         self.config = config = config or FeatureConfig()
         self.register_buffer("mel_filters", mel_filterbank(config), persistent=False)
-        self.register_buffer("window", torch.hann_window(config.win_length, periodic=True),
+        self.register_buffer("window", torch.hann_window(config.win_length,
+                                                         periodic=config.window_periodic),
                              persistent=False)
         mean = config.global_mean or (0.0,) * config.n_mels
         std = config.global_std or (1.0,) * config.n_mels
@@ -278,7 +303,7 @@ class LogMel(nn.Module):
             assert isinstance(frame_lengths, torch.Tensor)
             frame_mask = _frame_mask(frame_lengths, features.shape[1])  # (B, T, 1)
             if cfg.normalize == "per_feature":
-                features = _normalize_per_feature(features, frame_lengths, frame_mask)
+                features = _normalize_per_feature(features, frame_lengths, frame_mask, cfg)
             elif cfg.normalize == "global":
                 features = (features - self.global_mean) / self.global_std
             features = features * frame_mask
@@ -295,11 +320,59 @@ def _frame_mask(frame_lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
 
 
 def _normalize_per_feature(features: torch.Tensor, frame_lengths: torch.Tensor,
-                           frame_mask: torch.Tensor) -> torch.Tensor:
+                           frame_mask: torch.Tensor,
+                           cfg: FeatureConfig | None = None) -> torch.Tensor:
+    cfg = cfg or FeatureConfig()
     count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None]
     mean = (features * frame_mask).sum(dim=1, keepdim=True) / count
-    var = (((features - mean) * frame_mask).square()).sum(dim=1, keepdim=True) / count
-    return (features - mean) / (var.sqrt() + STD_EPSILON)
+    squares = (((features - mean) * frame_mask).square()).sum(dim=1, keepdim=True)
+    var = squares / ((count - 1).clamp(min=1) if cfg.unbiased_std else count)
+    std = (var + cfg.variance_epsilon).sqrt() + cfg.std_epsilon
+    return (features - mean) / std
+
+
+class Waveform(nn.Module):
+    """Waveform "features" for networks that read samples (`FeatureConfig.kind="waveform"`).
+
+    `forward(audio (B, N), lengths (B,))` -> `(samples (B, N, 1), lengths (B,))`, each
+    utterance normalised to zero mean and unit variance over its own samples when
+    `normalize="per_feature"` (Hugging Face's `do_normalize`); samples past a length are 0.
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        super().__init__()
+        if config.kind != "waveform":
+            raise ConfigError(f"feature config: Waveform needs kind='waveform', got {config.kind!r}")
+        if config.normalize == "global":
+            raise ConfigError("feature config: waveform features support normalize="
+                              "'per_feature' or 'none', not 'global'")
+        self.config = config
+
+    def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
+        """One frame per sample."""
+        return num_samples
+
+    def forward(self, audio: torch.Tensor,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) waveforms and (B,) lengths in samples -> (B, N, 1), (B,)."""
+        if audio.ndim != 2:
+            raise ValueError(f"expected (batch, samples) audio, got shape {tuple(audio.shape)}")
+        batch, n_samples = audio.shape
+        if lengths is None:
+            lengths = torch.full((batch,), n_samples, dtype=torch.long, device=audio.device)
+        lengths = lengths.to(device=audio.device, dtype=torch.long)
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            x = audio.to(torch.float32)[:, :, None]
+            mask = _frame_mask(lengths, n_samples)
+            if self.config.normalize == "per_feature":
+                x = _normalize_per_feature(x, lengths, mask, self.config)
+            x = x * mask
+        return x, lengths
+
+
+def make_featurizer(config: FeatureConfig) -> nn.Module:
+    """The feature extractor of `config.kind`: `LogMel` or `Waveform`."""
+    return Waveform(config) if config.kind == "waveform" else LogMel(config)
 
 
 def compute_global_stats(features: torch.Tensor,
@@ -414,4 +487,3 @@ class SpecAugment(nn.Module):
         valid = torch.arange(n_frames, device=device)[None, :] < lengths[:, None]
         mask &= valid[:, :, None]
         return features.masked_fill(mask.to(features.device), 0.0)
-

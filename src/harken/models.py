@@ -91,6 +91,35 @@ CITRINET_SIZES: dict[str, dict[str, Any]] = {
     "medium": {"prologue_filters": 384, "filters": 384},
 }
 
+# Imported families (harken.importers): NeMo's ConvASREncoder and Hugging Face's wav2vec2.
+JASPER_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"filters": (16, 16, 32), "repeat": (1, 2, 1), "kernel": (5, 7, 1),
+             "stride": (2, 1, 1), "dilation": (1, 1, 1), "residual": (False, True, False),
+             "separable": (True, True, False), "se": (False,) * 3, "se_reduction": (8,) * 3,
+             "stride_last": (False,) * 3, "residual_dense": (False,) * 3},
+    "small": {},  # QuartzNet 5x5
+    # QuartzNet 15x5: each of the five middle blocks three times, ~18.9 M parameters.
+    "medium": {"filters": (256,) * 7 + (512,) * 9 + (512, 1024),
+               "repeat": (1,) + (5,) * 15 + (1, 1),
+               "kernel": (33, 33, 33, 33, 39, 39, 39, 51, 51, 51, 63, 63, 63, 75, 75, 75, 87, 1),
+               "stride": (2,) + (1,) * 17, "dilation": (1,) * 16 + (2, 1),
+               "residual": (False,) + (True,) * 15 + (False, False),
+               "separable": (True,) * 17 + (False,), "se": (False,) * 18,
+               "se_reduction": (8,) * 18, "stride_last": (False,) * 18,
+               "residual_dense": (False,) * 18},
+}
+WAV2VEC2_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"conv_dim": (8, 8), "conv_kernel": (10, 3), "conv_stride": (5, 2),
+             "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32, "num_conv_pos_embeddings": 8,
+             "num_conv_pos_embedding_groups": 2},
+    "small": {},  # wav2vec2-base
+    # wav2vec2-large-lv60 layout (LayerNorm convs, pre-LN Transformer): ~315 M parameters.
+    "medium": {"conv_bias": True, "feat_extract_norm": "layer", "layer_norm_first": True,
+               "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+               "intermediate_size": 4096},
+}
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -127,6 +156,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "citrinet": Architecture(
         "citrinet", "harken.citrinet", "CitrinetConfig", "Citrinet", CITRINET_SIZES
+    ),
+    "jasper": Architecture("jasper", "harken.jasper", "JasperConfig", "Jasper", JASPER_SIZES),
+    "wav2vec2": Architecture(
+        "wav2vec2", "harken.wav2vec2", "Wav2Vec2Config", "Wav2Vec2", WAV2VEC2_SIZES
     ),
 }
 
