@@ -397,3 +397,48 @@ def test_harken_serve_command(model: Model, tmp_path: Path) -> None:
         process.terminate()
         process.wait(20)
     assert (tmp_path / "jobs.db").is_file()
+
+
+# --- the live-caption page in a real browser ------------------------------------------------------
+
+def test_caption_page_in_headless_chromium(model: Model, clips: list[Path], tmp_path: Path) -> None:
+    """A fake microphone plays a WAV file into the page: captions appear as the server sends
+    them (finals black, partials grey), and the upload box shows `Model.transcribe`'s text."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium (scripts/install-system-deps.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright from PyPI")
+    microphone = tmp_path / "microphone.wav"
+    microphone.write_bytes(wav_bytes(bursts(6.0, seed=4, gaps=2)))
+    with running(model, vad="energy") as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}"])
+        try:
+            page = browser.new_page()
+            received: list[dict] = []
+            page.on("websocket", lambda ws: ws.on(
+                "framereceived", lambda payload: received.append(json.loads(payload))))
+            page.goto(base + "/")
+            page.click("#start")
+            page.wait_for_function("document.querySelectorAll('#finals .final').length >= 1",
+                                   timeout=30_000)
+            assert page.eval_on_selector("#partial", "e => getComputedStyle(e).color") == \
+                "rgb(136, 136, 136)"
+            assert page.eval_on_selector("#finals .final", "e => getComputedStyle(e).color") == \
+                "rgb(0, 0, 0)"
+            page.click("#stop")
+            page.wait_for_function("document.getElementById('status').textContent"
+                                   ".startsWith('done')", timeout=15_000)
+            finals = [m["text"] for m in received if m["type"] == "final" and m["text"]]
+            assert finals and page.inner_text("#finals") == " ".join(finals)
+            assert any(m["type"] == "partial" for m in received)
+            page.set_input_files("#file", str(clips[2]))
+            page.click("#upload")
+            page.wait_for_function("document.getElementById('file-status').textContent === 'done'",
+                                   timeout=15_000)
+            assert page.inner_text("#file-result") == model.transcribe(clips[2]).text
+        finally:
+            browser.close()
