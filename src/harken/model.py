@@ -194,6 +194,10 @@ class Model:
         """
         from harken.streaming import Stream
 
+        if getattr(self.network, "is_transducer", False):
+            from harken.transducer_decoding import transducer_stream
+
+            return transducer_stream(self, options, **kwargs)
         return Stream(self, options, **kwargs)
 
     def decode_options(self, options: Any = None, **overrides: Any) -> Any:
@@ -207,6 +211,10 @@ class Model:
     def _decoder(self, options: Any, overrides: dict[str, Any]):
         from harken import decoding
 
+        if getattr(self.network, "is_transducer", False):
+            from harken.transducer_decoding import frame_decoder
+
+            return frame_decoder(self, options, overrides)
         resolved = self.decode_options(options, **overrides)
         if resolved is None:
             return lambda lp, offset: greedy_decode(lp, self.tokenizer, self.frame_seconds, offset)

@@ -91,6 +91,14 @@ CITRINET_SIZES: dict[str, dict[str, Any]] = {
     "medium": {"prologue_filters": 384, "filters": 384},
 }
 
+# Transducers (harken.transducer): an encoder of another family + predictor + joint networks.
+TRANSDUCER_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"encoder_size": "tiny", "predictor_dim": 32, "joint_dim": 32},
+    # the encoder's "small" size, a 320-wide LSTM predictor and joint (icefall/NeMo widths).
+    "small": {},
+    "medium": {"encoder_size": "medium", "predictor_dim": 640, "joint_dim": 640},
+}
+
 # Imported families (harken.importers): NeMo's ConvASREncoder and Hugging Face's wav2vec2.
 JASPER_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"filters": (16, 16, 32), "repeat": (1, 2, 1), "kernel": (5, 7, 1),
@@ -156,6 +164,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "citrinet": Architecture(
         "citrinet", "harken.citrinet", "CitrinetConfig", "Citrinet", CITRINET_SIZES
+    ),
+    "transducer": Architecture(
+        "transducer", "harken.transducer", "TransducerConfig", "Transducer", TRANSDUCER_SIZES
     ),
     "jasper": Architecture("jasper", "harken.jasper", "JasperConfig", "Jasper", JASPER_SIZES),
     "wav2vec2": Architecture(

@@ -177,6 +177,8 @@ class _StepBackend:
         self.network: Any = model.network
         self.features = StreamingLogMel(model.featurizer)
         net, cfg = self.network, model.feature_config
+        if getattr(net, "is_transducer", False):  # the latency of its encoder
+            net = net.encoder
         if hasattr(net, "lookahead_frames"):  # DeepSpeech2: its own block plus the row conv
             frames = net.subsampling + (net.lookahead_frames or 0)
         else:  # chunked Conformer: a whole chunk
@@ -343,8 +345,6 @@ class Stream:
     def __init__(self, model: Model, options: Any = None, *, endpoint: Any = None,
                  window_seconds: float = WINDOW_SECONDS,
                  context_seconds: float = CONTEXT_SECONDS, **decode_options: Any) -> None:
-        from harken import decoding
-
         self.model = model
         self.sample_rate = model.sample_rate
         network = model.network
@@ -353,9 +353,7 @@ class Stream:
             self.backend = _StepBackend(model)
         else:
             self.backend = _WindowBackend(model, window_seconds, context_seconds)
-        resolved = model.decode_options(options, **decode_options)
-        self._decoder = (decoding.get_decoder(model.tokenizer, resolved)  # type: ignore[attr-defined]
-                         if resolved is not None else None)
+        self._decoder = self._make_decoder(options, decode_options)
         self.endpointer = _endpointer(endpoint, self.sample_rate)
         self._odd_byte = b""
         self._samples = 0  # samples fed since the stream started or was reset
@@ -431,6 +429,14 @@ class Stream:
         return self._close_utterance()
 
     # -- internals ----------------------------------------------------------------------------
+    def _make_decoder(self, options: Any, decode_options: dict[str, Any]) -> Any:
+        """The CTC beam search decoder of these options (None: greedy)."""
+        from harken import decoding
+
+        resolved = self.model.decode_options(options, **decode_options)
+        return (decoding.get_decoder(self.model.tokenizer, resolved)  # type: ignore[attr-defined]
+                if resolved is not None else None)
+
     @property
     def _offset(self) -> float:
         return self._utterance_start / self.sample_rate
@@ -448,7 +454,7 @@ class Stream:
 
     def _close_utterance(self) -> Transcript:
         self._search.feed(self.backend.finish())
-        if isinstance(self._search, _Beam):
+        if hasattr(self._search, "finish"):  # beam searches close their hypotheses
             transcript = self._search.finish()
         else:
             transcript = self._search.result()
