@@ -235,7 +235,11 @@ class _Sink:
             raise AudioError(self.source, "no audio samples (zero-length audio)")
         if self.stream is not None:
             self.parts.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
-        return np.ascontiguousarray(np.concatenate(self.parts), dtype=np.float32)
+        audio = np.ascontiguousarray(np.concatenate(self.parts), dtype=np.float32)
+        if len(audio) == 0:  # e.g. one sample at 44.1 kHz is less than one at 16 kHz
+            reason = f"too short: {self.frames} sample(s) at {self.rate} Hz give no samples"
+            raise AudioError(self.source, f"{reason} at the target rate")
+        return audio
 
 
 def _load_array(source: object, array: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -295,8 +299,17 @@ def _open_input(source: object) -> tuple[str | bytes, int]:
     return data, len(data)
 
 
-def _reopen(file: str | bytes) -> str | io.BytesIO:
-    return io.BytesIO(file) if isinstance(file, bytes) else file
+def _reopen(file: str | bytes, reader: str = "soundfile") -> str | bytes | BinaryIO:
+    """What a decoder opens: the bytes as a file object, or the path. A path that is not valid
+    UTF-8 (undecodable bytes kept as surrogates) goes to libsndfile as bytes and to FFmpeg as an
+    open file, since both would otherwise fail to encode it."""
+    if isinstance(file, bytes):
+        return io.BytesIO(file)
+    try:
+        file.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(file) if reader == "soundfile" else open(file, "rb")
+    return file
 
 
 def _read_head(source: object, file: str | bytes) -> bytes:
@@ -398,7 +411,7 @@ def _open_av(
         reason = f"{_unreadable(head, wav)}; {hint}: pip install 'harken[av]'"
         raise AudioError(source, reason) from exc
     try:
-        container = av.open(_reopen(file), metadata_errors="ignore")
+        container = av.open(_reopen(file, "av"), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError) as exc:
         raise AudioError(source, _unreadable(head, wav)) from exc
     streams, name = container.streams.audio, container.format.name

@@ -15,6 +15,7 @@ from harken.errors import HarkenError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _write_undecodable_names()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "func"):
@@ -25,9 +26,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarkenError as exc:
         print(f"harken: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file named on the command line is missing or unreadable
+        print(f"harken: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("harken: interrupted", file=sys.stderr)
         return 130
+
+
+def _write_undecodable_names() -> None:
+    """File names that are not valid UTF-8 reach Python with surrogates in place of the bad
+    bytes; print them as those bytes instead of failing on a strict UTF-8 stdout."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = str(getattr(stream, "encoding", "")).lower().replace("-", "")
+        if encoding == "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
 
 
 def build_parser() -> argparse.ArgumentParser:

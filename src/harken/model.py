@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ REGISTRY_FILE = ASSETS / "models.json"
 DEFAULT_MODEL = "en-small"
 # Limits when reading a single-file (zip) model: no member may claim more than this.
 MAX_MEMBER_BYTES = 2 << 30
+MAX_MEMBERS = 64  # a model has a handful of files; thousands of entries only cost time
 # Audio is run through the network in batches of at most this many seconds of (padded) audio.
 BATCH_SECONDS = 240.0
 # Longer inputs are cut into windows of at most this length at the quietest point near the end.
@@ -332,18 +334,35 @@ def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] |
 
 
 def _read_zip_model(path: Path, target: Path) -> None:
-    """Extract a single-file model safely: flat names only, sizes checked before reading."""
+    """Extract a single-file model safely: flat names only, no links, no duplicates, at most
+    `MAX_MEMBERS` members, sizes checked against the archive's own size before reading."""
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise ModelError(f"{path}: not a harken model file (not a regular file)")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelError(f"{path}: not a harken model file ({exc})") from exc
     with zf:
-        for info in zf.infolist():
+        members = zf.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise ModelError(f"{path}: {len(members)} archive members; a model file holds at "
+                             f"most {MAX_MEMBERS}")
+        names = [info.filename for info in members]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ModelError(f"{path}: archive members {repeated} appear more than once")
+        # Stored members cannot hold more than the archive: a larger claim is a lie.
+        room = path.stat().st_size
+        for info in members:
             name = info.filename
             if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
                 raise ModelError(f"{path}: refusing archive member {name!r} (only plain file "
                                  "names are allowed in a model file)")
-            if info.file_size > MAX_MEMBER_BYTES or info.compress_type != zipfile.ZIP_STORED:
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ModelError(f"{path}: refusing archive member {name!r} (a symbolic link)")
+            room -= info.file_size
+            if (info.file_size > MAX_MEMBER_BYTES or info.compress_type != zipfile.ZIP_STORED
+                    or room < 0):
                 raise ModelError(f"{path}: member {name!r} is compressed or too large "
                                  f"({info.file_size} bytes); model files are stored uncompressed")
             with zf.open(info) as src, open(target / name, "wb") as dst:
@@ -402,6 +421,7 @@ def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu
 
 
 def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch") -> Model:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from harken.features import FeatureConfig
@@ -413,7 +433,7 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
         raise ModelError(f"{origin}: not a harken model ({CONFIG_FILE} is missing)")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelError(f"{origin}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{origin}: {CONFIG_FILE} must hold a JSON object")
@@ -448,6 +468,9 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
         network.load_state_dict(state, strict=True)
     except HarkenError:
         raise
+    except SafetensorError as exc:
+        raise ModelError(f"{origin}: {WEIGHTS_FILE} is not a readable safetensors file "
+                         f"({exc})") from exc
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
     return Model(config, network, tokenizer, path=origin, device=device)

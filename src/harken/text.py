@@ -15,6 +15,7 @@ import json
 import os
 import re
 import unicodedata
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
@@ -429,7 +430,10 @@ def load_tokenizer(config: dict[str, Any], folder: str | os.PathLike[str]) -> To
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise ModelError(f"{path}: SHA-256 does not match the tokenizer config (corrupt or "
                          "replaced file)")
-    tokenizer = SentencePieceTokenizer(data)
+    try:
+        tokenizer = SentencePieceTokenizer(data)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
     if "vocab_size" in config and config["vocab_size"] != tokenizer.vocab_size:
         raise ModelError(f"{path}: {tokenizer.vocab_size} tokens, the config says "
                          f"{config['vocab_size']}")
@@ -449,8 +453,19 @@ def read_texts(path: str | os.PathLike[str]) -> Iterator[str]:
         raise FileNotFoundError(f"transcript file {path} does not exist")
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".csv"):
-        return _read_csv(path)
-    return _read_lines(path, jsonl=name.endswith((".jsonl", ".json", ".ndjson")))
+        return _checked(path, _read_csv(path))
+    return _checked(path, _read_lines(path, jsonl=name.endswith((".jsonl", ".json", ".ndjson"))))
+
+
+def _checked(path: Path, texts: Iterator[str]) -> Iterator[str]:
+    """`texts`, with undecodable bytes and broken compression raised as `ManifestError`."""
+    try:
+        yield from texts
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: "
+                            f"{exc.reason})") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ManifestError(f"{path}: cannot read it ({exc})") from exc
 
 
 def _open_text(path: Path) -> TextIO:

@@ -178,6 +178,8 @@ def _convert(kind: str, value: Any, key: str) -> Any:
     if kind.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if kind.startswith("str"):
         if not isinstance(value, str):
@@ -260,8 +262,12 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Tr
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"{path}: no such config file") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        except RecursionError as exc:
+            raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from exc
     for text in overrides:
         keys, value = parse_override(text)
         node = data
