@@ -274,6 +274,8 @@ def _add_tokenizer(sub: Any) -> None:
     t.add_argument("sources", nargs="+", help="text files (one sentence a line, .gz ok) or JSONL manifests")
     t.add_argument("--vocab-size", type=int, default=128)
     t.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    t.add_argument("--language", default="en",
+                   help="transcript normaliser: en, or any code for the default one (es, ru, ...)")
     t.add_argument("--out", type=Path, required=True, help="output tokenizer.model")
     t.set_defaults(func=_run_tokenizer_train)
 
@@ -282,7 +284,8 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
     from harken.text import read_texts, train_sentencepiece
 
     texts = (t for s in args.sources for t in read_texts(s))
-    tokenizer = train_sentencepiece(texts, args.vocab_size, model_type=args.model_type)
+    tokenizer = train_sentencepiece(texts, args.vocab_size, model_type=args.model_type,
+                                    language=args.language)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(tokenizer.serialized())
     print(f"{args.out}: {tokenizer.vocab_size} tokens (blank included)")

@@ -61,14 +61,18 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
 
 def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any = None,
                        limit: int | None = None, hyps_out: str | Path | None = None,
-                       language: str = "en", progress: bool = False) -> EvalResult:
+                       language: str | None = None, progress: bool = False) -> EvalResult:
     """Transcribe every utterance of the manifests and score against their transcripts.
+
+    References are normalised with `TextNormalizer(language)`, by default with the normaliser
+    the model's tokenizer was trained with (English for models that do not say).
 
     An utterance whose audio cannot be read is listed in `failed` and left out of the scores.
     """
     from harken.data import load_utterance, read_manifest
-    from harken.text import normalize_text
+    from harken.text import reference_normalizer
 
+    normalize = reference_normalizer(model, language)
     utterances = [u for m in manifests for u in read_manifest(m)]
     if limit is not None:
         utterances = utterances[:limit]
@@ -98,7 +102,7 @@ def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any
             transcripts = model.transcribe_batch(waves, options) if waves else []
             compute_seconds += time.perf_counter() - began
             for u, wave, t in zip(kept, waves, transcripts):
-                reference = normalize_text(u.text, language)
+                reference = normalize(u.text)
                 references.append(reference)
                 hypotheses.append(t.text)
                 audio_seconds += len(wave) / model.sample_rate

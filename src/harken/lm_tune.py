@@ -58,15 +58,17 @@ class TuneResult:
 
 
 def cached_log_probs(model: Any, manifests: Sequence[str | os.PathLike[str]],
-                     limit: int | None = None, language: str = "en"
+                     limit: int | None = None, language: str | None = None
                      ) -> tuple[list[list[np.ndarray]], list[str], float]:
     """Run the model once over the manifests: (log-probabilities of each utterance's pieces
     (long audio is cut as `Model.transcribe` cuts it), normalised references, seconds).
-    Unreadable audio is logged and skipped."""
+    Unreadable audio is logged and skipped. References are normalised as in
+    `harken.evaluate.evaluate_manifests` (by default, as the model's tokenizer was trained)."""
     from harken.data import load_utterance, read_manifest
     from harken.model import split_long_audio
-    from harken.text import normalize_text
+    from harken.text import reference_normalizer
 
+    normalize = reference_normalizer(model, language)
     utterances = [u for m in manifests for u in read_manifest(m)]
     if limit is not None:
         utterances = utterances[:limit]
@@ -82,7 +84,7 @@ def cached_log_probs(model: Any, manifests: Sequence[str | os.PathLike[str]],
                 log.warning("skipping %s: %s", utterance.audio, exc)
                 continue
             seconds += len(wave) / model.sample_rate
-            references.append(normalize_text(utterance.text, language))
+            references.append(normalize(utterance.text))
             log_probs.append([])
             for _, piece in split_long_audio(wave, model.sample_rate):
                 pieces.append(piece)

@@ -1,8 +1,10 @@
 """Transcript text: the normaliser shared by training and evaluation, and CTC tokenizers.
 
 `normalize_text` turns any transcript into the alphabet the models are trained on (English:
-a-z, apostrophe, space). Tokenizers map that text to CTC token ids: id 0 is always the blank,
-`encode` never emits it, and `split_words` tells decoding which tokens form each word.
+a-z, apostrophe, space). A `TextNormalizer` picks the normaliser of a language: English's own
+(numbers spelled out), or the script-agnostic default for every other language. Tokenizers map
+normalised text to CTC token ids: id 0 is always the blank, `encode` never emits it, and
+`split_words` tells decoding which tokens form each word; each carries its `normalizer`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import re
 import unicodedata
 import zlib
 from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
 
@@ -144,16 +148,34 @@ def normalize_english(text: str) -> str:
     return _SPACES_RE.sub(" ", text).strip()
 
 
-def normalize_basic(text: str) -> str:
-    """Fallback for languages without a normaliser: NFC, lowercase, punctuation and symbols
-    removed (apostrophes inside words kept), whitespace collapsed."""
-    text = unicodedata.normalize("NFC", text.translate(_TO_ASCII)).lower()
-    text = "".join(" " if unicodedata.category(c)[0] in "PSC" and c != "'" else c for c in text)
-    text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
+_APOSTROPHES = str.maketrans({c: "'" for c in "\u2018\u2019\u201b\u2032\u02bc\u00b4`"})
+_STRAY_APOSTROPHE_ANY_RE = re.compile(r"(?<!\w)'|'(?!\w)")
+
+
+def normalize_basic(text: str, *, lowercase: bool = True, keep_punctuation: str = "") -> str:
+    """Default for languages without a normaliser of their own, for any script.
+
+    NFC; lowercase (optional); typographic apostrophes become "'", kept only inside words;
+    punctuation, symbols and control characters become spaces, except `keep_punctuation`;
+    letters, combining marks and digits of every script are kept as they are ("ñ", "ё", "क्षि",
+    "日本"); whitespace collapsed. Numbers are not spelled out.
+    """
+    text = unicodedata.normalize("NFC", text.translate(_APOSTROPHES))
+    if lowercase:
+        text = text.lower()
+    keep = set(keep_punctuation) | {"'"}
+    text = "".join(" " if unicodedata.category(c)[0] in "PSCZ" and c not in keep else c
+                   for c in text)
+    text = _STRAY_APOSTROPHE_ANY_RE.sub(" ", text)
     return _SPACES_RE.sub(" ", text).strip()
 
 
 NORMALIZERS: dict[str, Callable[[str], str]] = {"en": normalize_english}
+"""Normalisers of their own, by language code (the part before "-"): their output is fixed."""
+
+
+def _language_code(language: str) -> str:
+    return language.lower().replace("_", "-").split("-")[0]
 
 
 def normalize_text(text: str, language: str = "en") -> str:
@@ -162,8 +184,83 @@ def normalize_text(text: str, language: str = "en") -> str:
     `language` is a code such as "en" or "en-US"; languages without an entry in
     `NORMALIZERS` get `normalize_basic`.
     """
-    code = language.lower().replace("_", "-").split("-")[0]
-    return NORMALIZERS.get(code, normalize_basic)(text)
+    return NORMALIZERS.get(_language_code(language), normalize_basic)(text)
+
+
+@dataclass(frozen=True)
+class TextNormalizer:
+    """A language's transcript normaliser, callable: text -> normalised text.
+
+    A language in `NORMALIZERS` (English) uses its own normaliser; any other code ("es", "ru",
+    "zh", or "und" for English text with case kept) uses `normalize_basic` with `lowercase`
+    and `keep_punctuation`. Stored with a model's tokenizer, so scoring normalises references
+    as training did. Raises `ConfigError` for settings the language's normaliser ignores.
+    """
+
+    language: str = "en"
+    lowercase: bool = True
+    keep_punctuation: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.language, str) or not self.language.strip():
+            raise ConfigError(f"language: expected a language code such as 'en' or 'es', got "
+                              f"{self.language!r}")
+        own = NORMALIZERS.get(_language_code(self.language))
+        if own is not None and (not self.lowercase or self.keep_punctuation):
+            raise ConfigError(f"language {self.language!r} has its own normaliser "
+                              f"({own.__name__}) with a fixed output: lowercase and "
+                              "keep_punctuation apply to the default normaliser of other "
+                              "languages")
+        bad = [c for c in self.keep_punctuation
+               if c.isspace() or unicodedata.category(c)[0] in "LMN"]
+        if bad:
+            raise ConfigError(f"keep_punctuation: {bad} are not punctuation or symbols (letters, "
+                              "marks and digits are always kept)")
+
+    def __call__(self, text: str) -> str:
+        own = NORMALIZERS.get(_language_code(self.language))
+        if own is not None:
+            return own(text)
+        return normalize_basic(text, lowercase=self.lowercase,
+                               keep_punctuation=self.keep_punctuation)
+
+    @property
+    def is_english(self) -> bool:
+        return NORMALIZERS.get(_language_code(self.language)) is normalize_english
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, data: Any) -> TextNormalizer:
+        if not isinstance(data, dict) or set(data) - {"language", "lowercase", "keep_punctuation"}:
+            raise ConfigError(f"tokenizer config: normalizer must be a table of language, "
+                              f"lowercase and keep_punctuation, got {data!r}")
+        return cls(**data)
+
+
+ENGLISH = TextNormalizer()
+
+
+def reference_normalizer(model: Any, language: str | None = None) -> TextNormalizer:
+    """How to normalise reference transcripts for scoring `model`: `TextNormalizer(language)`
+    when a language is given, else the normaliser its tokenizer was trained with."""
+    if language is not None:
+        return TextNormalizer(language)
+    return getattr(getattr(model, "tokenizer", None), "normalizer", ENGLISH)
+
+
+def derive_alphabet(texts: Iterable[str], min_count: int = 1) -> str:
+    """A character alphabet from normalised texts: the space (the word separator), then every
+    other character seen at least `min_count` times, in code point order.
+
+    Raises ValueError when the texts hold no character.
+    """
+    counts = Counter(c for text in texts for c in text if not c.isspace())
+    characters = sorted(c for c, n in counts.items() if n >= min_count)
+    if not characters:
+        raise ValueError(f"no character occurs {min_count} time(s) or more in the texts")
+    return " " + "".join(characters)
 
 
 # --- tokenizers ------------------------------------------------------------------------------
@@ -173,6 +270,7 @@ class Tokenizer(ABC):
 
     blank_id: int = BLANK_ID
     tokens: list[str]
+    normalizer: TextNormalizer = ENGLISH  # what `encode` expects its input to have gone through
 
     @property
     def vocab_size(self) -> int:
@@ -220,7 +318,8 @@ class CharTokenizer(Tokenizer):
 
     kind = "char"
 
-    def __init__(self, alphabet: str = ENGLISH_ALPHABET) -> None:
+    def __init__(self, alphabet: str = ENGLISH_ALPHABET,
+                 normalizer: TextNormalizer = ENGLISH) -> None:
         if not isinstance(alphabet, str) or " " not in alphabet:
             raise ValueError(f"a character alphabet must be a string containing the space "
                              f"(the word separator), got {alphabet!r}")
@@ -228,6 +327,7 @@ class CharTokenizer(Tokenizer):
         if duplicates:
             raise ValueError(f"alphabet {alphabet!r} repeats characters {duplicates}")
         self.alphabet = alphabet
+        self.normalizer = normalizer
         self.tokens = [BLANK, *alphabet]
         self._ids = {c: i + 1 for i, c in enumerate(alphabet)}
         self._separator_id = self._ids[" "]
@@ -264,7 +364,7 @@ class CharTokenizer(Tokenizer):
         return words
 
     def to_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "alphabet": self.alphabet}
+        return {"kind": self.kind, "alphabet": self.alphabet, **_normalizer_config(self)}
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -277,9 +377,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     kind = "sentencepiece"
 
-    def __init__(self, model_proto: bytes) -> None:
+    def __init__(self, model_proto: bytes, normalizer: TextNormalizer = ENGLISH) -> None:
         import sentencepiece
 
+        self.normalizer = normalizer
         self._proto = bytes(model_proto)
         self._sp = sentencepiece.SentencePieceProcessor()
         try:
@@ -331,7 +432,67 @@ class SentencePieceTokenizer(Tokenizer):
 
     def to_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "file": TOKENIZER_FILE, "vocab_size": self.vocab_size,
-                "sha256": hashlib.sha256(self._proto).hexdigest()}
+                "sha256": hashlib.sha256(self._proto).hexdigest(), **_normalizer_config(self)}
+
+
+def _normalizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
+    """{"normalizer": ...} unless English (configs of English models stay as they were)."""
+    if tokenizer.normalizer == ENGLISH:
+        return {}
+    return {"normalizer": tokenizer.normalizer.to_config()}
+
+
+class VocabTokenizer(Tokenizer):
+    """A fixed list of CTC tokens (e.g. a Hugging Face wav2vec2 `vocab.json`): id 0 is the
+    blank, id i + 1 is `tokens[i]`; the " " token separates words. Tokens may be longer than
+    one character (`<unk>`); `encode` uses the single-character ones.
+    """
+
+    kind = "vocab"
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if not all(isinstance(t, str) and t for t in tokens) or " " not in tokens:
+            raise ValueError("a token vocabulary must be non-empty strings including the "
+                             "space (the word separator)")
+        duplicates = sorted({t for t in tokens if tokens.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"the vocabulary repeats tokens {duplicates}")
+        self.tokens = [BLANK, *tokens]
+        self._ids = {t: i + 1 for i, t in enumerate(tokens) if len(t) == 1}
+        self._separator_id = self._ids[" "]
+
+    def encode(self, text: str) -> list[int]:
+        """Characters -> ids; ValueError naming characters that are not tokens."""
+        try:
+            return [self._ids[c] for c in text]
+        except KeyError:
+            raise _cannot_encode((c for c in text if c not in self._ids),
+                                 "the token vocabulary") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids -> text, blanks skipped."""
+        self._check_ids(ids)
+        return "".join(self.tokens[i] for i in ids if i != BLANK_ID)
+
+    def split_words(self, ids: Sequence[int]) -> list[tuple[str, list[int]]]:
+        """Words separated by the space token, with the positions of their tokens."""
+        self._check_ids(ids)
+        words: list[tuple[str, list[int]]] = []
+        positions: list[int] = []
+        for position, i in enumerate(list(ids) + [self._separator_id]):
+            if i == BLANK_ID:
+                continue
+            if i == self._separator_id:
+                if positions:
+                    words.append(("".join(self.tokens[ids[p]] for p in positions), positions))
+                positions = []
+            else:
+                positions.append(position)
+        return words
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokens": self.tokens[1:]}
 
 
 def train_sentencepiece(
@@ -339,15 +500,18 @@ def train_sentencepiece(
     vocab_size: int,
     model_type: str = "unigram",
     character_coverage: float = 1.0,
-    language: str | None = "en",
+    language: str | TextNormalizer | None = "en",
     required_chars: str | None = None,
 ) -> SentencePieceTokenizer:
     """Train a SentencePiece model in memory on transcripts.
 
     `vocab_size` counts SentencePiece pieces (<unk> included); the CTC vocabulary has one more
-    entry, the blank. Texts are normalised with `normalize_text(text, language)` first (pass
-    `language=None` for texts that are already normalised). `required_chars` become pieces
-    even when rare or absent; by default the English alphabet when `language` is English.
+    entry, the blank. Texts are normalised with `TextNormalizer(language)` (or the
+    `TextNormalizer` given) first; pass `language=None` for texts that are already normalised.
+    The tokenizer keeps that normaliser. `required_chars` become pieces even when rare or
+    absent; by default the English alphabet when `language` is English. Languages written
+    without spaces (Chinese, Japanese, Thai) work too: pieces then never start a word with "▁"
+    inside a sentence; a `character_coverage` below 1 (0.9995) leaves their rarest characters out.
     """
     import sentencepiece
 
@@ -355,13 +519,16 @@ def train_sentencepiece(
         raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
     if not 0.0 < character_coverage <= 1.0:
         raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage}")
+    normalizer = None
+    if language is not None:
+        normalizer = language if isinstance(language, TextNormalizer) else TextNormalizer(language)
     if required_chars is None:
-        english = language is not None and language.lower().startswith("en")
+        english = normalizer is not None and normalizer.is_english
         required_chars = ENGLISH_ALPHABET.replace(" ", "") if english else ""
     if vocab_size <= len(set(required_chars)) + 1:
         raise ValueError(f"vocab_size {vocab_size} is too small: it must exceed the "
                          f"{len(set(required_chars))} required characters plus <unk>")
-    normalised = (normalize_text(t, language) if language else t for t in texts)
+    normalised = (normalizer(t) if normalizer else t for t in texts)
     model = io.BytesIO()
     try:
         sentencepiece.SentencePieceTrainer.train(
@@ -381,7 +548,7 @@ def train_sentencepiece(
     except RuntimeError as exc:
         raise ValueError(f"SentencePiece training failed ({model_type}, vocab_size={vocab_size}): "
                          f"{exc}") from exc
-    return SentencePieceTokenizer(model.getvalue())
+    return SentencePieceTokenizer(model.getvalue(), normalizer or ENGLISH)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -396,8 +563,8 @@ def save_tokenizer(tokenizer: Tokenizer, folder: str | os.PathLike[str]) -> dict
     return config
 
 
-_CONFIG_KEYS = {"char": {"kind", "alphabet"},
-                "sentencepiece": {"kind", "file", "vocab_size", "sha256"}}
+_CONFIG_KEYS = {"vocab": {"kind", "tokens"}, "char": {"kind", "alphabet", "normalizer"},
+                "sentencepiece": {"kind", "file", "vocab_size", "sha256", "normalizer"}}
 
 
 def load_tokenizer(config: dict[str, Any], folder: str | os.PathLike[str]) -> Tokenizer:
@@ -413,9 +580,15 @@ def load_tokenizer(config: dict[str, Any], folder: str | os.PathLike[str]) -> To
     unknown = sorted(set(config) - _CONFIG_KEYS[kind])
     if unknown:
         raise ConfigError(f"tokenizer config ({kind}): unknown keys {unknown}")
+    normalizer = TextNormalizer.from_config(config.get("normalizer", ENGLISH.to_config()))
     if kind == "char":
         try:
-            return CharTokenizer(config.get("alphabet", ENGLISH_ALPHABET))
+            return CharTokenizer(config.get("alphabet", ENGLISH_ALPHABET), normalizer)
+        except ValueError as exc:
+            raise ConfigError(f"tokenizer config: {exc}") from exc
+    if kind == "vocab":
+        try:
+            return VocabTokenizer(config.get("tokens", []))
         except ValueError as exc:
             raise ConfigError(f"tokenizer config: {exc}") from exc
     name = config.get("file", TOKENIZER_FILE)
@@ -431,7 +604,7 @@ def load_tokenizer(config: dict[str, Any], folder: str | os.PathLike[str]) -> To
         raise ModelError(f"{path}: SHA-256 does not match the tokenizer config (corrupt or "
                          "replaced file)")
     try:
-        tokenizer = SentencePieceTokenizer(data)
+        tokenizer = SentencePieceTokenizer(data, normalizer)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
     if "vocab_size" in config and config["vocab_size"] != tokenizer.vocab_size:

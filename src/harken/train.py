@@ -35,6 +35,8 @@ log = logging.getLogger("harken.train")
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest"
+CHECKSUMS_FILE = "checksums.json"
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,8 +56,10 @@ class TokenizerSection:
     kind: str = "char"  # "char" or "sentencepiece"
     vocab_size: int = 128
     model_type: str = "unigram"
-    alphabet: str = " abcdefghijklmnopqrstuvwxyz'"
+    alphabet: str = " abcdefghijklmnopqrstuvwxyz'"  # "auto": every character of the training text
     text: list[str] = field(default_factory=list)  # files to train SentencePiece on (default: train manifests)
+    min_char_count: int = 1  # alphabet = "auto": characters seen fewer times are left out
+    character_coverage: float = 1.0  # SentencePiece; 0.9995 for scripts with thousands of characters
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ class DataSection:
     num_workers: int = 2
     sortagrad: bool = True
     dev_max_utterances: int | None = None
-    language: str = "en"
+    language: str = "en"  # transcript normaliser (harken.text.TextNormalizer)
+    lowercase: bool = True  # languages other than English: lowercase transcripts
+    keep_punctuation: str = ""  # languages other than English: punctuation kept in transcripts
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,11 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("data.train: give at least one training manifest")
     if config.tokenizer.kind not in ("char", "sentencepiece"):
         raise ConfigError(f"tokenizer.kind: expected 'char' or 'sentencepiece', got {config.tokenizer.kind!r}")
+    text_normalizer(config)  # checks the language settings
+    if config.tokenizer.min_char_count < 1:
+        raise ConfigError("tokenizer.min_char_count: must be >= 1")
+    if not 0.0 < config.tokenizer.character_coverage <= 1.0:
+        raise ConfigError("tokenizer.character_coverage: must be in (0, 1]")
     if config.optim.schedule not in ("cosine", "noam", "constant"):
         raise ConfigError(f"optim.schedule: expected cosine, noam or constant, got {config.optim.schedule!r}")
     if config.optim.lr <= 0:
@@ -304,50 +315,158 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _sync(path: Path) -> None:
+    """Flush a file's or a folder's contents to the disk (a folder: its entries, e.g. a rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    from harken.model import sha256_file
+
+    return sha256_file(path)
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every random generator training may draw from: torch (CPU, CUDA), numpy's global one and
+    Python's `random`; tensors for safetensors and the scalars for JSON."""
+    import random
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    tensors = {"torch": torch.get_rng_state(),
+               "numpy": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+               "python": torch.tensor(python_state, dtype=torch.int64)}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    scalars = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+               "python": [version, python_gauss]}
+    return tensors, scalars
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    if "numpy" in tensors and "numpy" in scalars:  # checkpoints before these were saved lack them
+        kind, pos, has_gauss, gauss = scalars["numpy"]
+        np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss,
+                             gauss))
+        version, python_gauss = scalars["python"]
+        random.setstate((version, tuple(tensors["python"].tolist()), python_gauss))
+
+
 def save_checkpoint(out_dir: Path, step: int, network: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, progress: dict[str, Any],
                     keep: int) -> Path:
-    """Write a checkpoint atomically (temp folder, then rename) and point `latest` at it."""
+    """Write a checkpoint that a kill at any moment leaves whole or absent, then point `latest`
+    at it and delete all but the newest `keep`.
+
+    The files go into a temporary folder with their SHA-256 in ``checksums.json``; each file and
+    the folder are fsynced before the folder is renamed into place and the rename is fsynced.
+    `latest_checkpoint` checks the sums, so a checkpoint damaged later is noticed too.
+    """
     from safetensors.torch import save_file
 
     root = out_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
+    for stale in root.glob(".tmp-step-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
               str(tmp / "model.safetensors"))
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
+    rng, rng_scalars = _rng_state()
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     save_file(rng, str(tmp / "rng.safetensors"))
     state = {"step": step, "progress": progress, "optimizer": meta,
-             "scheduler": scheduler.state_dict()}
+             "scheduler": scheduler.state_dict(), "rng": rng_scalars}
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
+    sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    (tmp / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=1))
+    for path in tmp.iterdir():
+        _sync(path)
+    _sync(tmp)
+    if final.exists():  # the same step again (e.g. after a resume): move the old one aside
+        old = root / f".tmp-step-{step:08d}-old"
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = root / f".{LATEST_FILE}.tmp"
     latest_tmp.write_text(final.name)
+    _sync(latest_tmp)
     os.replace(latest_tmp, root / LATEST_FILE)
+    _sync(root)
     checkpoints = sorted(p for p in root.iterdir() if p.name.startswith("step-"))
     for old in checkpoints[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder `path` cannot be used (missing or damaged files), or None."""
+    sums_file = path / CHECKSUMS_FILE
+    try:
+        sums = json.loads(sums_file.read_text()) if sums_file.is_file() else None
+        if sums is None:  # written before checksums were kept: the state must at least parse
+            json.loads((path / "state.json").read_text())
+            return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"unreadable ({exc})"
+    missing = sorted(set(CHECKPOINT_FILES) - set(sums))
+    if missing:
+        return f"{CHECKSUMS_FILE} lists no {', '.join(missing)}"
+    for name in CHECKPOINT_FILES:
+        try:
+            actual = _sha256(path / name)
+        except OSError:
+            return f"{name} is missing"
+        if actual != sums[name]:
+            return f"{name} is damaged (SHA-256 mismatch)"
+    return None
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = out_dir / CHECKPOINT_DIR / LATEST_FILE
-    if not pointer.is_file():
+    """The newest usable checkpoint of a run, or None when it has none.
+
+    The one named in ``latest`` comes first; when it is damaged (its files do not match their
+    checksums) the next newest is used, with a warning. Raises `ConfigError` when checkpoints
+    exist but none is usable.
+    """
+    root = out_dir / CHECKPOINT_DIR
+    if not root.is_dir():
         return None
-    path = out_dir / CHECKPOINT_DIR / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    candidates = sorted((p for p in root.iterdir() if p.name.startswith("step-") and p.is_dir()),
+                        reverse=True)
+    pointer = root / LATEST_FILE
+    named = root / pointer.read_text().strip() if pointer.is_file() else None
+    if named in candidates:
+        candidates.remove(named)
+        candidates.insert(0, named)
+    problems = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if problems:
+                log.warning("using checkpoint %s instead: %s", path, "; ".join(problems))
+            return path
+        problems.append(f"{path} {problem}")
+        log.warning("checkpoint %s is not usable: %s", path, problem)
+    if problems:
+        raise ConfigError(f"{out_dir}: no usable checkpoint ({'; '.join(problems)})")
+    return None
 
 
 def load_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any) -> dict[str, Any]:
+    """Restore weights, optimizer, schedule and random state; returns the run's progress."""
     from safetensors.torch import load_file
 
     network.load_state_dict(load_file(str(path / "model.safetensors")))
@@ -355,10 +474,7 @@ def load_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
                                                    state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(str(path / "rng.safetensors"))
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
+    _set_rng_state(load_file(str(path / "rng.safetensors")), state.get("rng", {}))
     return state["progress"]
 
 
@@ -397,24 +513,45 @@ def _distributed() -> tuple[int, int, int]:
     return world, rank, local
 
 
-def build_tokenizer(config: TrainConfig, out_dir: Path, rank: int):
-    """The run's tokenizer: characters, or SentencePiece trained once (rank 0) and reused."""
-    from harken.text import CharTokenizer, SentencePieceTokenizer, read_texts, train_sentencepiece
+def text_normalizer(config: TrainConfig):
+    """The run's transcript normaliser (`harken.text.TextNormalizer`) from [data]."""
+    from harken.text import TextNormalizer
 
-    if config.tokenizer.kind == "char":
-        return CharTokenizer(config.tokenizer.alphabet)
-    model_file = out_dir / "tokenizer.model"
+    return TextNormalizer(config.data.language, config.data.lowercase,
+                          config.data.keep_punctuation)
+
+
+def build_tokenizer(config: TrainConfig, out_dir: Path, rank: int):
+    """The run's tokenizer: characters (alphabet given, or derived from the training text once
+    and kept in the run folder), or SentencePiece trained once (rank 0) and reused."""
+    from harken.text import (CharTokenizer, SentencePieceTokenizer, derive_alphabet, read_texts,
+                             train_sentencepiece)
+
+    normalizer = text_normalizer(config)
+    sources = config.tokenizer.text or [e.manifest for e in config.data.train]
+    texts = (t for s in sources for t in read_texts(s))
+    if config.tokenizer.kind == "char" and config.tokenizer.alphabet != "auto":
+        return CharTokenizer(config.tokenizer.alphabet, normalizer)
+    model_file = out_dir / ("alphabet.json" if config.tokenizer.kind == "char" else "tokenizer.model")
     if rank == 0 and not model_file.exists():
-        sources = config.tokenizer.text or [e.manifest for e in config.data.train]
-        texts = (t for s in sources for t in read_texts(s))
-        tokenizer = train_sentencepiece(texts, config.tokenizer.vocab_size,
-                                        model_type=config.tokenizer.model_type)
+        if config.tokenizer.kind == "char":
+            alphabet = derive_alphabet(map(normalizer, texts), config.tokenizer.min_char_count)
+            data = json.dumps(alphabet, ensure_ascii=False).encode()
+            log.info("alphabet of %d characters from the training text: %r", len(alphabet),
+                     alphabet)
+        else:
+            data = train_sentencepiece(texts, config.tokenizer.vocab_size,
+                                       model_type=config.tokenizer.model_type,
+                                       character_coverage=config.tokenizer.character_coverage,
+                                       language=normalizer).serialized()
         tmp = model_file.with_suffix(".tmp")
-        tmp.write_bytes(tokenizer.serialized())
+        tmp.write_bytes(data)
         os.replace(tmp, model_file)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return SentencePieceTokenizer(model_file.read_bytes())
+    if config.tokenizer.kind == "char":
+        return CharTokenizer(json.loads(model_file.read_text(encoding="utf-8")), normalizer)
+    return SentencePieceTokenizer(model_file.read_bytes(), normalizer)
 
 
 def _init_model(config: TrainConfig, tokenizer: Any):
@@ -447,7 +584,6 @@ def train(config: TrainConfig, resume: bool = False,
     """
     from harken.data import DatasetSpec, SpeechDataset, collate, mix_datasets
     from harken.features import SpecAugment
-    from harken.text import normalize_text
 
     world, rank, local_rank = _distributed()
     if world > 1 and not torch.distributed.is_initialized():
@@ -489,8 +625,7 @@ def train(config: TrainConfig, resume: bool = False,
              for e in config.data.train]
     augmenters = [_augmenter(e.augment) for e in config.data.train]
 
-    def normalize(text: str) -> str:
-        return normalize_text(text, config.data.language)
+    normalize = tokenizer.normalizer
 
     # One optimizer step per batch; the schedule length is estimated from the first epoch.
     first_epoch = mix_datasets(specs, 0, config.run.seed)
@@ -704,10 +839,15 @@ def _end_of_epoch(config: TrainConfig, model: Any, progress: dict[str, Any], ste
 
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of metrics.jsonl; a line cut short by a killed run is skipped."""
     if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                yield json.loads(line)
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield record
 
 
 def plot_metrics(metrics_path: Path, png: Path) -> None:
