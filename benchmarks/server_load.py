@@ -17,7 +17,8 @@ pauses, so endpointing closes utterances); without espeak-ng a speech-like signa
 
 Usage:
     nice python benchmarks/server_load.py [--model en-small] [--streams 20] [--seconds 20]
-        [--requests 32] [--clip-seconds 5] [--max-batch 8] [--threads 2] [--json out.json]
+        [--requests 32] [--clip-seconds 5] [--max-batch 8] [--max-stream-batch 32]
+        [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class ServerProcess:
         self.port = free_port()
         command = [sys.executable, "-m", "harken.cli", "serve", "--port", str(self.port),
                    "--db", str(db), "--max-batch", str(max_batch), "--threads", str(args.threads),
-                   "--max-streams", str(max(args.streams, 1) + 8), "--job-workers", "0"]
+                   "--max-streams", str(max(args.streams, 1) + 8), "--job-workers", "0",
+                   "--max-stream-batch", str(args.max_stream_batch)]
         if args.model:
             command += ["--model", args.model]
         if args.torch_threads:
@@ -230,6 +232,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32, help="REST burst size")
     parser.add_argument("--clip-seconds", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-stream-batch", type=int, default=32,
+                        help="streams per batched network step (1: no stream batching)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")

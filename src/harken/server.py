@@ -12,13 +12,15 @@ Endpoints (docs/server.md):
 
 The acoustic model runs in worker threads, never on the event loop. Pieces of audio from
 concurrent requests are batched (`Batcher`: up to `max_batch` pieces, waiting at most
-`max_wait_ms` for more). Streams run their network step by step, each with its own state.
+`max_wait_ms` for more). Streams run their network step by step, each with its own state;
+the steps of concurrent streams are batched too (`harken.batching.StreamStepBatcher`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import io
 import json
@@ -37,6 +39,7 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
+from harken.batching import Batcher, StreamStepBatcher, batch_stream_steps
 from harken.decoding import Transcript, Word
 from harken.errors import AudioError, ConfigError, HarkenError, require
 
@@ -78,6 +81,7 @@ class ServerConfig:
     idle_stream_seconds: float = 30.0
     max_streams: int = 32
     max_batch: int = 8  # pieces of audio per acoustic-model batch (1: no batching)
+    max_stream_batch: int = 32  # stream steps per batch (1: no batching)
     max_wait_ms: float = 10.0
     threads: int = 2  # inference worker threads
     job_workers: int = 1  # jobs transcribed at once (0: accept jobs, transcribe none)
@@ -89,7 +93,8 @@ class ServerConfig:
     decode_options: dict[str, Any] = field(default_factory=dict)  # server-wide overrides
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_streams", "max_batch", "threads"):
+        for name in ("max_upload_bytes", "max_streams", "max_batch", "max_stream_batch",
+                     "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -130,6 +135,9 @@ class Metrics:
             registry=registry, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1))
         self.batch_size = pc.Histogram("harken_batch_size", "Pieces of audio per model batch",
                                        registry=registry, buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.stream_batch_size = pc.Histogram(
+            "harken_stream_batch_size", "Streams per batched network step", registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64))
         self.queue_depth = pc.Gauge("harken_queue_depth",
                                     "Pieces of audio waiting for the acoustic model",
                                     registry=registry)
@@ -138,88 +146,6 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return self._pc.generate_latest(self.registry), self._pc.CONTENT_TYPE_LATEST
-
-
-# --- batching -----------------------------------------------------------------------------------
-
-class Batcher:
-    """Runs the acoustic model on pieces of audio from concurrent requests together.
-
-    A batch starts with the first waiting piece and takes whatever else arrives within
-    `max_wait_ms`, up to `max_batch` pieces; at most `threads` batches run at once.
-    """
-
-    def __init__(self, model: Any, max_batch: int, max_wait_ms: float, threads: int,
-                 executor: ThreadPoolExecutor, metrics: Metrics) -> None:
-        self.model = model
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000
-        self.executor = executor
-        self.metrics = metrics
-        self._threads = threads
-        self._waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
-        self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(threads)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        for task in [self._loop_task, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        for _, future in self._waiting:
-            future.cancel()
-
-    async def log_probs(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
-        """(time, vocab) log-probabilities of each piece, as `Model.log_probs`."""
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in pieces]
-        self._waiting.extend(zip(pieces, futures))
-        self.metrics.queue_depth.set(len(self._waiting))
-        self._arrived.set()
-        return list(await asyncio.gather(*futures))
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._waiting:
-                self._arrived.clear()
-                await self._arrived.wait()
-            deadline = loop.time() + self.max_wait
-            while len(self._waiting) < self.max_batch and (left := deadline - loop.time()) > 0:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
-                except asyncio.TimeoutError:
-                    break
-            await self._slots.acquire()
-            batch = [(p, f) for p, f in self._waiting[: self.max_batch] if not f.done()]
-            del self._waiting[: self.max_batch]
-            self.metrics.queue_depth.set(len(self._waiting))
-            if not batch:
-                self._slots.release()
-                continue
-            task = loop.create_task(self._execute(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
-        try:
-            self.metrics.batch_size.observe(len(batch))
-            results = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.model.log_probs, [p for p, _ in batch])
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
-        except Exception as exc:  # handed to the requests waiting for this batch
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        finally:
-            self._slots.release()
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -311,6 +237,9 @@ class Service:
         self.active_streams = 0
         self.executor: ThreadPoolExecutor | None = None
         self.batcher: Batcher | None = None
+        # Streams wait for their batched steps in threads of their own.
+        self.stream_executor: ThreadPoolExecutor | None = None
+        self.stream_batcher: StreamStepBatcher | None = None
         self._job_tasks: list[asyncio.Task[None]] = []
         self._job_added = asyncio.Event()
         self.started = time.time()
@@ -320,6 +249,10 @@ class Service:
         self.batcher = Batcher(self.model, self.config.max_batch, self.config.max_wait_ms,
                                self.config.threads, self.executor, self.metrics)
         self.batcher.start()
+        self.stream_executor = ThreadPoolExecutor(self.config.max_streams,
+                                                  thread_name_prefix="harken-stream")
+        self.stream_batcher = StreamStepBatcher(self.model.network, self.config.max_stream_batch,
+                                                self.config.max_wait_ms, self.metrics)
         self._job_added = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._job_tasks = [loop.create_task(self._job_worker())
@@ -332,12 +265,19 @@ class Service:
         await asyncio.gather(*self._job_tasks, return_exceptions=True)
         if self.batcher is not None:
             await self.batcher.stop()
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.stream_batcher is not None:
+            self.stream_batcher.close()
+        for executor in (self.executor, self.stream_executor):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
         self.jobs.close()
 
     async def run_sync(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def run_stream(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.stream_executor, function,
+                                                                *args)
 
     def decode_overrides(self, hotwords: dict[str, float] | None = None) -> dict[str, Any]:
         overrides = dict(self.config.decode_options)
@@ -447,6 +387,9 @@ class StreamSession:
                                                                     service.config.silence_ms)),
                                       method=service.config.vad)
         self.stream = model.stream(endpoint=endpoint, **service.decode_overrides(hotwords))
+        self.batcher = service.stream_batcher
+        if self.batcher is not None:
+            batch_stream_steps(self.stream, self.batcher)
         self.resampler = None
         if self.sample_rate != model.sample_rate:
             import soxr
@@ -463,6 +406,13 @@ class StreamSession:
         return self.stream.seconds_fed
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        with self._feeding():
+            return self._feed(data)
+
+    def _feeding(self) -> Any:
+        return self.batcher.feeding() if self.batcher is not None else contextlib.nullcontext()
+
+    def _feed(self, data: bytes) -> list[dict[str, Any]]:
         data = self._rest + data
         whole = len(data) - len(data) % self.dtype.itemsize
         self._rest = data[whole:]
@@ -495,12 +445,12 @@ class StreamSession:
         if self._rest:
             raise AudioError("stream", f"the audio ended inside a sample ({len(self._rest)} "
                              f"stray bytes for {self.dtype.itemsize}-byte samples)")
-        if self.resampler is not None:
-            tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            messages = [m for m in (self._final(t) for t in self.stream.feed(tail)) if m["text"]]
-        else:
+        with self._feeding():
             messages = []
-        return [*messages, self._final(self.stream.finish())]
+            if self.resampler is not None:
+                tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                messages = [m for m in map(self._final, self.stream.feed(tail)) if m["text"]]
+            return [*messages, self._final(self.stream.finish())]
 
     def _final(self, transcript: Transcript) -> dict[str, Any]:
         start = self._utterance_start
@@ -569,7 +519,7 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
                 elif kind in ("end", "eof"):
                     if session is None:
                         session = await service.run_sync(StreamSession, service, {})
-                    messages = await service.run_sync(session.finish)
+                    messages = await service.run_stream(session.finish)
                     for reply in messages:
                         await websocket.send_json(reply)
                     await websocket.send_json({"type": "done",
@@ -586,7 +536,7 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
                 if session is None:
                     session = await service.run_sync(StreamSession, service, {})
                 started = time.perf_counter()
-                messages = await service.run_sync(session.feed, data)
+                messages = await service.run_stream(session.feed, data)
                 metrics.stream_chunk_seconds.observe(time.perf_counter() - started)
                 for reply in messages:
                     await websocket.send_json(reply)
@@ -867,6 +817,9 @@ def register_serve_command(sub: Any) -> None:
     work.add_argument("--max-batch", type=int, default=defaults.max_batch,
                       help="pieces of audio per model batch, 1 disables batching "
                       "(default: %(default)d)")
+    work.add_argument("--max-stream-batch", type=int, default=defaults.max_stream_batch,
+                      help="stream network steps per batch, 1 disables batching "
+                      "(default: %(default)d)")
     work.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
                       help="how long a batch waits for more requests (default: %(default)g)")
     work.add_argument("--threads", type=int, default=defaults.threads,
@@ -900,7 +853,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or None, max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_audio_seconds=args.max_audio_seconds, request_timeout_seconds=args.request_timeout,
         idle_stream_seconds=args.idle_timeout, max_streams=args.max_streams,
-        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
+        max_batch=args.max_batch, max_stream_batch=args.max_stream_batch,
+        max_wait_ms=args.max_wait_ms, threads=args.threads,
         job_workers=args.job_workers, db=args.db or default_db_path(),
         cors_origins=tuple(args.cors_origin), vad=args.vad, silence_ms=args.silence_ms,
         model_name=Path(args.model).stem if args.model else "en-small",
