@@ -254,3 +254,15 @@ def test_format_lists_and_progress_line():
     meter.update(2, 300, 1800.0)
     assert stream.text.startswith("transcribe: 4/4 files, 1.00 h audio, RTF 0.000, elapsed 0:00:00")
     assert stream.text.endswith("ETA 0:00:00\n")
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_model_stops_the_job_with_the_reason(tmp_path):
+    from harken.errors import ModelError
+
+    audio = make_audio(tmp_path / "audio", 2, bad=False)
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelError, match=f"{missing}: no such model file or folder"):
+        run_batch(collect_inputs([audio]), tmp_path / "out", BatchSettings(model=str(missing)),
+                  workers=2, progress=False)
+    assert read_summary(tmp_path / "out" / "summary.jsonl") == []

@@ -225,7 +225,10 @@ class Transcriber:
         rows = []
         for result in results:
             duration = result.transcript.duration if result.transcript is not None else None
-            share = (duration / audio if audio and duration else 0.0) if audio else 1 / len(results)
+            if audio:  # the task's time, shared by audio duration (failed files: none)
+                share = (duration or 0.0) / audio
+            else:
+                share = 1 / len(results)
             rows.append({
                 "path": str(result.path),
                 "status": "error" if result.error is not None else "ok",
@@ -243,14 +246,20 @@ class Transcriber:
 
 
 _PROCESS_TRANSCRIBER: Transcriber | None = None
+_PROCESS_ERROR: Exception | None = None
 
 
 def _init_process(settings: BatchSettings, indexes: Any) -> None:
-    global _PROCESS_TRANSCRIBER
-    _PROCESS_TRANSCRIBER = Transcriber(_worker_settings(settings, indexes.get()))
+    global _PROCESS_TRANSCRIBER, _PROCESS_ERROR
+    try:
+        _PROCESS_TRANSCRIBER = Transcriber(_worker_settings(settings, indexes.get()))
+    except Exception as exc:  # noqa: BLE001 - raised with the first task, in the parent
+        _PROCESS_ERROR = exc
 
 
 def _run_in_process(paths: Sequence[str]) -> list[dict[str, Any]]:
+    if _PROCESS_ERROR is not None:
+        raise _PROCESS_ERROR
     assert _PROCESS_TRANSCRIBER is not None, "worker process not initialised"
     return _PROCESS_TRANSCRIBER(paths)
 
@@ -275,20 +284,24 @@ def local_runner(settings: BatchSettings, workers: int) -> TaskRunner:
 
 def _pool_results(settings: BatchSettings, workers: int,
                   tasks: list[list[str]]) -> Iterator[list[dict[str, Any]]]:
-    """Task results in order from a process pool; a task whose process dies (a crash in native
-    code, out of memory) is retried one file at a time, so only the file that kills a worker
-    is reported as failed."""
+    """Task results in order from a pool of processes.
+
+    A worker that cannot load the model raises its error here. If a process dies (a crash in
+    native code, out of memory), every task in flight fails with it: the first is then retried
+    one file at a time, so the file that kills a process is reported as failed, and the others
+    go to a fresh pool.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
 
-    def new_pool() -> ProcessPoolExecutor:
+    def new_pool(size: int = workers) -> ProcessPoolExecutor:
         indexes = context.Queue()  # each process takes a worker index (its GPU with "cuda")
-        for index in range(workers):
+        for index in range(size):
             indexes.put(index)
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_process,
+        return ProcessPoolExecutor(size, mp_context=context, initializer=_init_process,
                                    initargs=(settings, indexes))
 
     pool = new_pool()
@@ -304,28 +317,33 @@ def _pool_results(settings: BatchSettings, workers: int,
                 yield future.result()
             except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
-                retry = [task] + [t for t, _ in pending]
+                queue.extendleft(reversed([t for t, _ in pending]))
                 pending.clear()
-                for task in retry:
-                    yield [row for path in task for row in _isolated(new_pool, path)]
+                yield _isolated(new_pool, task)
                 pool = new_pool()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _isolated(new_pool: Callable[[], Any], path: str) -> list[dict[str, Any]]:
-    """One file in a fresh process; its death becomes the file's error row."""
+def _isolated(new_pool: Callable[[int], Any], task: list[str]) -> list[dict[str, Any]]:
+    """A task's files one by one in a one-process pool; a file that kills it gets an error row."""
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = new_pool()
+    rows: list[dict[str, Any]] = []
+    pool = new_pool(1)
     try:
-        return pool.submit(_run_in_process, [path]).result()
-    except BrokenProcessPool:
-        return [{"path": path, "status": "error", "duration": None, "seconds": 0.0, "texts": {},
-                 "error": f"{path}: the worker process died while transcribing it "
-                          "(a crash or out of memory)"}]
+        for path in task:
+            try:
+                rows += pool.submit(_run_in_process, [path]).result()
+            except BrokenProcessPool:
+                rows.append({"path": path, "status": "error", "duration": None, "seconds": 0.0,
+                             "texts": {}, "error": f"{path}: the worker process died while "
+                                                   "transcribing it (a crash or out of memory)"})
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool(1)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    return rows
 
 
 def _worker_settings(settings: BatchSettings, index: int) -> BatchSettings:
