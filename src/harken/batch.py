@@ -371,8 +371,11 @@ def ray_runner(settings: BatchSettings, address: str, workers: int | None) -> Ta
         from ray.util import ActorPool
 
         if not ray.is_initialized():
-            ray.init(address=None if address == "local" else address,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            try:
+                ray.init(address=None if address == "local" else address,
+                         logging_level=logging.WARNING, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise HarkenError(f"--ray {address}: cannot connect to a Ray cluster ({exc})") from exc
         cpus = settings.threads or 1
         gpus = 1 if settings.device.startswith("cuda") else 0
         count = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
