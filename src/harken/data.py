@@ -153,6 +153,8 @@ def _parse_json_line(line: str, base: str) -> Utterance:
         raise _LineError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise _LineError("not valid JSON (nested too deeply)") from None
+    except RecursionError:
+        raise _LineError("not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise _LineError(f"expected a JSON object, got {type(obj).__name__}")
     audio_key = next((key for key in AUDIO_KEYS if key in obj), None)
@@ -187,7 +189,7 @@ def _parse_json_line(line: str, base: str) -> Utterance:
 def _csv_parser(
     path: Path, lineno: int, header_line: str, base: str
 ) -> Callable[[str], Utterance]:
-    header = [name.strip() for name in next(csv.reader([header_line]))]
+    header = [name.strip() for name in _csv_fields(header_line)]
     missing = [name for name in CSV_COLUMNS if name not in header]
     if missing:  # without a usable header no line can be read: an error even in skip mode
         raise ManifestError(
@@ -197,8 +199,15 @@ def _csv_parser(
     return partial(_parse_csv_line, header=header, base=base)
 
 
+def _csv_fields(line: str) -> list[str]:
+    try:
+        return next(csv.reader([line]))
+    except csv.Error as exc:  # e.g. a lone carriage return inside the line
+        raise _LineError(f"not valid CSV ({exc})") from None
+
+
 def _parse_csv_line(line: str, header: list[str], base: str) -> Utterance:
-    values = next(csv.reader([line]))
+    values = _csv_fields(line)
     if len(values) != len(header):
         raise _LineError(f"expected {len(header)} columns ({','.join(header)}), got {len(values)}")
     row = dict(zip(header, values))
