@@ -67,6 +67,7 @@ def _add_optional_commands(sub: Any) -> None:
     for module, function in (("harken.lm", "register_lm_commands"),
                              ("harken.corpus", "register_data_commands"),
                              ("harken.export", "register_export_command"),
+                             ("harken.importers", "register_import_command"),
                              ("harken.server", "register_serve_command")):
         try:
             register = getattr(importlib.import_module(module), function)

@@ -51,7 +51,8 @@ class FeatureConfig:
     per utterance when `normalize="per_feature"`; the mel settings are then unused.
     The normalisation divides by `sqrt(variance + variance_epsilon) + std_epsilon`, the
     variance over N - 1 frames when `unbiased_std` (NeMo), over N otherwise. `window_periodic`
-    False gives the symmetric Hann window (NeMo).
+    False gives the symmetric Hann window (NeMo). `drop_last_frame`: an utterance of L samples
+    has L // hop frames instead of L // hop + 1 (NeMo zeroes the last centred frame).
     """
 
     sample_rate: int = SAMPLE_RATE
@@ -75,6 +76,7 @@ class FeatureConfig:
     std_epsilon: float = STD_EPSILON
     variance_epsilon: float = 0.0
     unbiased_std: bool = False
+    drop_last_frame: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and immutable.
@@ -266,8 +268,9 @@ class LogMel(nn.Module):
                              persistent=False)
 
     def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
-        """Frames for `num_samples` samples: `num_samples // hop_length + 1` (centred frames)."""
-        return num_samples // self.config.hop_length + 1
+        """Frames for `num_samples` samples: `num_samples // hop_length + 1` (centred frames;
+        one fewer with `drop_last_frame`)."""
+        return num_samples // self.config.hop_length + (0 if self.config.drop_last_frame else 1)
 
     def forward(self, audio: torch.Tensor,
                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

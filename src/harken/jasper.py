@@ -193,7 +193,9 @@ class JasperEncoder(nn.Module):
 
     def __init__(self, config: JasperConfig, input_dim: int) -> None:
         super().__init__()
-        self.dense = config.residual_dense
+        # A dense block's output also feeds the residuals of later blocks (NeMo: only when
+        # the block has a residual itself).
+        self.dense = tuple(d and r for d, r in zip(config.residual_dense, config.residual))
         blocks = []
         channels, panes = input_dim, []  # panes: inputs of the dense blocks so far
         for i in range(len(config.filters)):

@@ -459,6 +459,7 @@ class VocabTokenizer(Tokenizer):
         if duplicates:
             raise ValueError(f"the vocabulary repeats tokens {duplicates}")
         self.tokens = [BLANK, *tokens]
+        self.normalizer = ENGLISH  # imported vocabularies are English (harken import hf)
         self._ids = {t: i + 1 for i, t in enumerate(tokens) if len(t) == 1}
         self._separator_id = self._ids[" "]
 
