@@ -1,0 +1,1 @@
+"""Drop-in APIs of other speech engines on harken models (`harken.compat.deepspeech`)."""
