@@ -3,8 +3,11 @@
 Generates `--files` WAV files of `--seconds` each (tones in noise, cut by pauses), then runs
 `harken.batch.run_batch` into a fresh folder per configuration and prints files/s, audio
 seconds per second, the real-time factor (wall seconds per audio second, all workers together)
-and the speed-up over one worker. Wall time includes starting the workers and loading the model
-in each, as a user sees it. Outputs of every configuration are checked to be identical.
+the speed-up over one worker, and CPU seconds per audio second (this process and its worker
+processes; not measured for Ray, whose workers are not our children). Wall time includes starting
+the workers and loading the model in each, as a user sees it. On a machine whose cores are busy
+with other work, the CPU figure shows the cost of the work and the wall figures how much of the
+machine it got. Outputs of every configuration are checked to be identical.
 
 Usage: python benchmarks/scaling.py [--model en-small] [--files 32] [--seconds 12]
                                     [--workers 1 2] [--threads 1] [--ray]
@@ -13,6 +16,7 @@ Usage: python benchmarks/scaling.py [--model en-small] [--files 32] [--seconds 1
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -37,13 +41,22 @@ def make_audio(folder: Path, files: int, seconds: float) -> float:
 
 def run(label: str, inputs, out: Path, settings: BatchSettings, audio_seconds: float,
         **kwargs) -> dict:
+    cpu_before = _cpu_seconds()
     began = time.perf_counter()
     report = run_batch(inputs, out, settings, progress=False, **kwargs)
     wall = time.perf_counter() - began
+    cpu = _cpu_seconds() - cpu_before
     assert report.done == len(inputs), f"{label}: {report.failed} files failed"
     return {"label": label, "wall": wall, "files_per_s": len(inputs) / wall,
             "audio_per_s": audio_seconds / wall, "rtf": wall / audio_seconds,
+            "cpu_per_audio": None if "ray_address" in kwargs else cpu / audio_seconds,
             "outputs": {p.name: p.read_bytes() for p in out.glob("*.txt")}}
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -82,10 +95,12 @@ def main() -> None:
     base = results[0]
     print(f"{args.files} files x {args.seconds:g} s = {audio_seconds / 60:.1f} min of audio, "
           f"model {args.model}, {args.threads} thread(s) per worker")
-    print(f"{'configuration':<18}{'wall s':>9}{'files/s':>9}{'audio s/s':>11}{'RTF':>8}{'speed-up':>10}")
+    print(f"{'configuration':<18}{'wall s':>9}{'files/s':>9}{'audio s/s':>11}{'RTF':>8}"
+          f"{'speed-up':>10}{'CPU s/audio s':>15}")
     for r in results:
+        cpu = "n/a" if r["cpu_per_audio"] is None else f"{r['cpu_per_audio']:.3f}"
         print(f"{r['label']:<18}{r['wall']:>9.1f}{r['files_per_s']:>9.2f}{r['audio_per_s']:>11.1f}"
-              f"{r['rtf']:>8.3f}{base['wall'] / r['wall']:>9.2f}x")
+              f"{r['rtf']:>8.3f}{base['wall'] / r['wall']:>9.2f}x{cpu:>15}")
     same = all(r["outputs"] == base["outputs"] for r in results)
     print("outputs identical across configurations:", same)
 

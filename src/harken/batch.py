@@ -321,6 +321,7 @@ def _pool_results(settings: BatchSettings, workers: int,
                 pending.clear()
                 yield _isolated(new_pool, task)
                 pool = new_pool()
+        pool.shutdown(wait=True)  # all done: let the processes exit
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
