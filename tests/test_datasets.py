@@ -92,11 +92,14 @@ def test_compressed_and_truncated_sphere_are_refused(tmp_path):
 
 # --- LibriSpeech -------------------------------------------------------------------------------
 
-def librispeech(root: Path) -> Path:
+LIBRISPEECH = {"train-clean-100": {("19", "198"): ["NORTHANGER ABBEY", "CHAPTER ONE"],
+                                   ("26", "495"): ["IT WAS A BRIGHT DAY"]},
+               "test-clean": {("1089", "134686"): ["HE HOPED THERE WOULD BE STEW FOR DINNER"]}}
+
+
+def librispeech(root: Path, layout: dict = LIBRISPEECH) -> Path:
+    """A LibriSpeech folder: {split: {(speaker, chapter): [transcripts]}} as FLAC + trans.txt."""
     corpus = root / "LibriSpeech"
-    layout = {"train-clean-100": {("19", "198"): ["NORTHANGER ABBEY", "CHAPTER ONE"],
-                                  ("26", "495"): ["IT WAS A BRIGHT DAY"]},
-              "test-clean": {("1089", "134686"): ["HE HOPED THERE WOULD BE STEW FOR DINNER"]}}
     for split, chapters in layout.items():
         for (speaker, chapter), texts in chapters.items():
             folder = corpus / split / speaker / chapter
@@ -211,6 +214,18 @@ def test_vctk_092_mic_selection_speaker_info(tmp_path, caplog):
         ("p226_002", "Ask her to bring these things.", "p226", 0.75, "M")]
     assert manifest[0]["audio"].endswith("p225_001_mic2.flac")
     assert "p226_003" in caplog.text
+
+
+def test_vctk_080_wav_layout_and_numeric_speaker_info(tmp_path):
+    corpus = tmp_path / "VCTK-Corpus"
+    write(corpus / "speaker-info.txt", "ID  AGE  GENDER  ACCENTS  REGION\n225  23  F    English    "
+          "Southern  England\n")
+    write(corpus / "txt/p225/p225_001.txt", "Please call Stella.\n")
+    audio(corpus / "wav48/p225/p225_001.wav", 0.5)
+    manifest = rows(prepare("vctk", corpus, tmp_path / "out")["all"])
+    assert [(r["id"], r["speaker"], r["gender"], r["accent"], r["duration"]) for r in manifest] == [
+        ("p225_001", "p225", "F", "English", 0.5)]
+    assert manifest[0]["audio"].endswith("wav48/p225/p225_001.wav")
 
 
 def test_ljspeech_uses_the_normalised_column(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_datasets import audio, commonvoice, write
+from test_datasets import commonvoice, librispeech
 
 ROOT = Path(__file__).resolve().parent.parent
 # Overrides that make any recipe config a seconds-long CPU smoke run.
@@ -33,19 +33,6 @@ def run(recipe: str, stage: str, env: dict[str, str], *extra: str) -> str:
     return result.stdout
 
 
-def fake_librispeech(root: Path) -> Path:
-    corpus = root / "LibriSpeech"
-    for split, speaker in (("train-clean-100", "19"), ("dev-clean", "84"), ("test-clean", "61")):
-        folder = corpus / split / speaker / "100"
-        lines = []
-        for i, text in enumerate(SENTENCES):
-            uid = f"{speaker}-100-{i:04d}"
-            audio(folder / f"{uid}.flac", 0.6 + 0.1 * i)
-            lines.append(f"{uid} {text.upper()}\n")
-        write(folder / f"{speaker}-100.trans.txt", "".join(lines))
-    return corpus
-
-
 def results(path: Path) -> dict[str, dict]:
     """'<name>: {json}' lines of a recipe's results.txt."""
     return {line.split(": ", 1)[0]: json.loads(line.split(": ", 1)[1])
@@ -58,7 +45,10 @@ def test_librispeech_recipe_end_to_end_on_a_fake_corpus(tmp_path):
     with gzip.open(lm_text, "wt") as handle:
         handle.write("\n".join(s.upper() for s in SENTENCES * 3) + "\n")
     exp = tmp_path / "exp"
-    env = {"LIBRISPEECH": str(fake_librispeech(tmp_path)), "LM_TEXT": str(lm_text),
+    layout = {split: {(speaker, "100"): [s.upper() for s in SENTENCES]}
+              for split, speaker in (("train-clean-100", "19"), ("dev-clean", "84"),
+                                     ("test-clean", "61"))}
+    env = {"LIBRISPEECH": str(librispeech(tmp_path, layout)), "LM_TEXT": str(lm_text),
            "EXP": str(exp), "VOCAB": "36"}
     run("librispeech", "prepare", env)
     assert sorted(p.name for p in (exp / "data").iterdir()) == [
