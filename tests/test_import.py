@@ -226,3 +226,13 @@ def test_vocab_tokenizer() -> None:
         tokenizer.encode("ac")
     with pytest.raises(ConfigError, match="including the space"):
         load_tokenizer({"kind": "vocab", "tokens": ["a", "b"]}, ".")
+
+
+def test_imported_models_export_to_onnx(tmp_path: Path, audio: np.ndarray) -> None:
+    from harken.export import export_onnx
+
+    for name, model in (("jasper", import_nemo(FIXTURES / "nemo_quartznet_char" / "model.nemo")),
+                        ("wav2vec2", import_hf(FIXTURES / "hf_wav2vec2_stable"))):
+        onnx_model = load_model(export_onnx(model, tmp_path / name), backend="onnx")
+        difference = np.abs(onnx_model.log_probs([audio])[0] - model.log_probs([audio])[0])
+        assert difference.max() < TOLERANCE, name
