@@ -121,3 +121,22 @@ def test_long_audio_is_split_into_speech_segments(speech) -> None:
     for word in transcript.words:  # times are absolute and inside the speech segments
         assert any(o - 1e-3 <= word.start and word.end <= o + len(p) / SR + 0.03
                    for o, p in pieces), word
+
+
+def test_iter_segments_yields_the_transcript_lazily(speech) -> None:
+    import types
+
+    from harken.model import load_model
+
+    audio, _ = speech
+    gap = 0.003 * np.random.default_rng(4).standard_normal(30 * SR).astype(np.float32)
+    long = np.concatenate([audio, gap, audio, gap, audio])
+    model = load_model()  # the bundled model: it hears words in the phrases
+    whole = model.transcribe(long)
+    lazy = model.iter_segments(long, batch_seconds=2.0)  # one speech segment per batch
+    assert isinstance(lazy, types.GeneratorType)
+    segments = list(lazy)
+    assert whole.words, "the bundled model should hear something in espeak speech"
+    assert [(w.word, w.start, w.end) for s in segments for w in s.words] == [
+        (w.word, w.start, w.end) for w in whole.words]
+    assert all(a.end <= b.start for a, b in zip(segments, segments[1:]))

@@ -19,13 +19,13 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from harken.audio import SAMPLE_RATE, load_audio
-from harken.decoding import Transcript, greedy_decode
+from harken.decoding import Segment, Transcript, greedy_decode
 from harken.errors import HarkenError, ModelError
 
 FORMAT_VERSION = 1
@@ -187,6 +187,35 @@ class Model:
             per_input[index].append(decode(lp, offset))
         return [merge_transcripts(parts, len(w) / self.sample_rate)
                 for parts, w in zip(per_input, waves)]
+
+    def iter_segments(self, audio: Any, options: Any = None, *, vad: str | None = "auto",
+                      batch_seconds: float = 60.0, **decode_options: Any) -> Iterator[Segment]:
+        """Transcribe one input lazily: yield its `Segment`s (absolute times) in order.
+
+        The audio is cut into speech segments by `vad` as in `transcribe`; they are run through
+        the network `batch_seconds` of audio at a time and decoded, so the first segments arrive
+        after seconds even for hours of audio, and only one batch's features and
+        log-probabilities are alive at any moment. Joining the yielded segments gives the same
+        words as `transcribe` with the same options.
+        """
+        wave = load_audio(audio, self.sample_rate)
+        decode = self._decoder(options, decode_options)
+        group: list[tuple[float, np.ndarray]] = []
+        queued = 0
+        for offset, piece in split_long_audio(wave, self.sample_rate, vad=vad):
+            group.append((offset, piece))
+            queued += len(piece)
+            if queued >= batch_seconds * self.sample_rate:
+                yield from self._decode_pieces(group, decode)
+                group, queued = [], 0
+        if group:
+            yield from self._decode_pieces(group, decode)
+
+    def _decode_pieces(self, pieces: list[tuple[float, np.ndarray]], decode: Any
+                       ) -> Iterator[Segment]:
+        log_probs = self.log_probs([piece for _, piece in pieces])
+        for (offset, _), lp in zip(pieces, log_probs):
+            yield from decode(lp, offset).segments
 
     def stream(self, options: Any = None, **kwargs: Any) -> Any:
         """A real-time `harken.streaming.Stream`: `feed(audio)`, `partial()`, `finish()`.
