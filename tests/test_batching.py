@@ -43,7 +43,7 @@ def test_concurrent_stream_steps_are_batched_and_unchanged() -> None:
     audios = [bursts(2.5 + 0.3 * i, seed=i) for i in range(6)]
     chunk = 1600
     sizes = _Sizes()
-    batcher = StreamStepBatcher(model.network, max_batch=4, max_wait_ms=50, metrics=sizes)
+    batcher = StreamStepBatcher(model.network, max_batch=4, max_wait_ms=200, metrics=sizes)
     results: dict[int, np.ndarray] = {}
     steps = [len(range(0, len(a), chunk)) for a in audios]
     pacer = _Pacer(steps)  # streams step together, as real-time streams fed at the same pace

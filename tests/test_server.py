@@ -146,7 +146,8 @@ def test_openai_client_gets_what_model_transcribe_gives(model: Model, clips: lis
 
 def test_concurrent_requests_are_batched_and_unchanged(model: Model, clips: list[Path]) -> None:
     expected = [model.transcribe(p).text for p in clips]
-    with running(model, max_batch=8, max_wait_ms=300) as base:
+    # A batch waits up to 2 s for more, and runs as soon as all six pieces are there.
+    with running(model, max_batch=len(clips), max_wait_ms=2000) as base:
         results: dict[int, str] = {}
 
         def post(i: int) -> None:
@@ -280,7 +281,7 @@ def test_websocket_f32_at_another_rate_and_limits(model: Model) -> None:
     pytest.importorskip("websockets")
     audio = bursts(2.0, seed=1)[::2].copy()  # 8 kHz
     data = audio.astype("<f4").tobytes()
-    with running(model, max_streams=1, idle_stream_seconds=0.5) as base:
+    with running(model, max_streams=1, idle_stream_seconds=1.0) as base:
         url = base.replace("http", "ws") + "/v1/stream"
         messages = asyncio.run(_stream(url, [{"sample_rate": 8000, "encoding": "f32",
                                               "partials": False}], [data[:1001], data[1001:]]))
@@ -296,8 +297,10 @@ def test_websocket_f32_at_another_rate_and_limits(model: Model) -> None:
         assert messages[-1]["code"] == "idle_timeout"
 
         async def two() -> tuple[list[dict], list[dict]]:
-            first = asyncio.create_task(_stream(url, [{}], [b"\x00\x00" * 1600] * 5, pace=0.1))
-            await asyncio.sleep(0.2)
+            first = asyncio.create_task(_stream(url, [{}], [b"\x00\x00" * 1600] * 10, pace=0.1))
+            while (await asyncio.to_thread(httpx.get, base + "/health")).json()[
+                    "active_streams"] == 0:
+                await asyncio.sleep(0.02)
             second = await _stream(url, [{}], [])
             return await first, second
 
