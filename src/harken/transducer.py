@@ -104,6 +104,15 @@ class _Tap(nn.Module):
         self.channels_first = channels_first
         self._seen = threading.local()
 
+    def __getstate__(self) -> dict[str, Any]:  # (copy/pickle: the thread-local slot is not kept)
+        state = self.__dict__.copy()
+        state.pop("_seen", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._seen = threading.local()
+
     def forward(self, x: Tensor) -> Tensor:
         self._seen.value = x.transpose(1, 2) if self.channels_first else x
         return self.inner(x)  # type: ignore[no-any-return]
@@ -226,6 +235,7 @@ class Transducer(nn.Module):
     """
 
     is_transducer = True
+    tap: _Tap
 
     def __init__(self, config: TransducerConfig, input_dim: int, vocab_size: int) -> None:
         super().__init__()
@@ -234,7 +244,8 @@ class Transducer(nn.Module):
         self.vocab_size = vocab_size
         self.blank_id = 0
         self.encoder = build_model(config.encoder, config.encoder_config(), input_dim, vocab_size)
-        self.tap, encoder_dim = _attach_tap(self.encoder, keep_ctc=config.head == "hybrid")
+        tap, encoder_dim = _attach_tap(self.encoder, keep_ctc=config.head == "hybrid")
+        object.__setattr__(self, "tap", tap)  # a submodule of the encoder, not registered twice
         self.encoder_dim = encoder_dim
         self.subsampling: int = self.encoder.subsampling  # type: ignore[assignment]
         self.predictor = Predictor(config, vocab_size)

@@ -11,10 +11,11 @@ it at once:
 
 - Greedy (`beam_width=1`): at each frame, emit the best token and query the joint network
   again, until blank or `max_symbols` tokens were emitted at that frame.
-- Modified beam search (icefall's `modified_beam_search`): at most one token per frame per
-  hypothesis; each frame, every hypothesis is extended by blank and by its `token_beam` best
-  tokens, equal token sequences are merged (log-add), the `beam_width` best are kept and
-  those scoring `beam_threshold` below the best are dropped.
+- Beam search: each frame, every hypothesis is extended by blank (it moves to the next
+  frame) and by its `token_beam` best tokens (it may emit again at the same frame, up to
+  `max_symbols` tokens); equal token sequences are merged (log-add), the `beam_width` best
+  are kept and those scoring `beam_threshold` below the best are dropped. With
+  `max_symbols=1` this is icefall's `modified_beam_search`.
 - `hotwords`: a phrase's boost is spread over its tokens and earned as they are emitted
   (taken back if the phrase is not completed), as the CTC beam search does.
 - `lm`: a word n-gram LM (ARPA or KenLM binary) read with the kenlm module: when a
@@ -153,6 +154,28 @@ def _select_state(kind: str, state: Any, i: int) -> Any:
     return state[i: i + 1] if kind == "stateless" else state[:, i: i + 1]
 
 
+# (score, parent hypothesis, token emitted after it or None for blank, its log-probability)
+_Candidate = tuple[float, Hypothesis, "int | None", float]
+
+
+def _add(candidates: dict[tuple[int, ...], _Candidate], tokens: tuple[int, ...], score: float,
+         parent: Hypothesis, token: int | None, value: float) -> None:
+    """Add a candidate; the same tokens by another alignment add their probabilities (the
+    better alignment is kept for word times)."""
+    known = candidates.get(tokens)
+    if known is None:
+        candidates[tokens] = (score, parent, token, value)
+        return
+    total = float(np.logaddexp(known[0], score))
+    best = known if known[0] >= score else (score, parent, token, value)
+    candidates[tokens] = (total, best[1], best[2], best[3])
+
+
+def _ranked(candidates: dict[tuple[int, ...], _Candidate], width: int
+            ) -> list[tuple[tuple[int, ...], _Candidate]]:
+    return sorted(candidates.items(), key=lambda item: -item[1][0])[:width]
+
+
 # --- the search --------------------------------------------------------------------------------
 
 class TransducerSearch:
@@ -256,47 +279,50 @@ class TransducerSearch:
             self.hyps = [hyp]
         # max_symbols reached: the frame is left without its blank (as icefall/NeMo do)
 
-    # -- modified beam search -------------------------------------------------------------------
+    # -- beam search ---------------------------------------------------------------------------
     def _beam_frame(self, frame: Tensor) -> None:
+        """One frame of beam search: hypotheses may emit up to `max_symbols` tokens before
+        the blank that moves them to the next frame (after `max_symbols` tokens they move
+        without it, as in greedy search)."""
         options = self.options
-        hyps = self.hyps
-        predictor_out = torch.stack([h.predictor_out for h in hyps])  # (N, J)
-        log_probs = torch.log_softmax(
-            self.network.joint.out(torch.tanh(frame[None] + predictor_out)).float(), dim=-1)
-        base = torch.tensor([h.score for h in hyps], dtype=torch.float32,
-                            device=log_probs.device)
-        candidates: dict[tuple[int, ...], tuple[float, Hypothesis, int | None, float]] = {}
-
-        def add(tokens: tuple[int, ...], score: float, parent: Hypothesis, token: int | None,
-                value: float) -> None:
-            known = candidates.get(tokens)
-            if known is None:
-                candidates[tokens] = (score, parent, token, value)
-            else:  # the same tokens by another alignment: add the probabilities
-                total = float(np.logaddexp(known[0], score))
-                best = known if known[0] >= score else (score, parent, token, value)
-                candidates[tokens] = (total, best[1], best[2], best[3])
-
-        blank_scores = log_probs[:, self.blank].tolist()
-        for hyp, value in zip(hyps, blank_scores):
-            add(hyp.tokens, hyp.score + value, hyp, None, value)
-        token_scores = log_probs.clone()
-        token_scores[:, self.blank] = -math.inf
-        per_hyp = min(options.token_beam or log_probs.size(1), log_probs.size(1) - 1)
-        top_values, top_tokens = token_scores.topk(per_hyp, dim=-1)
-        totals = (base[:, None] + top_values).flatten()
-        keep = min(len(totals), options.beam_width)
-        best = totals.topk(keep).indices.tolist()
-        top_values_list, top_tokens_list = top_values.flatten().tolist(), top_tokens.flatten().tolist()
-        for flat in best:
-            hyp = hyps[flat // per_hyp]
-            token, value = top_tokens_list[flat], top_values_list[flat]
-            add(hyp.tokens + (token,), hyp.score + value + self._bonus(hyp, token), hyp, token,
-                value)
-        ranked = sorted(candidates.items(), key=lambda item: -item[1][0])[: options.beam_width]
+        done: dict[tuple[int, ...], _Candidate] = {}  # hypotheses that consumed the frame
+        active = self.hyps
+        for symbol in range(self.max_symbols):
+            last = symbol == self.max_symbols - 1
+            predictor_out = torch.stack([h.predictor_out for h in active])  # (N, J)
+            log_probs = torch.log_softmax(
+                self.network.joint.out(torch.tanh(frame[None] + predictor_out)).float(), dim=-1)
+            for hyp, value in zip(active, log_probs[:, self.blank].tolist()):
+                _add(done, hyp.tokens, hyp.score + value, hyp, None, value)
+            emitted: dict[tuple[int, ...], _Candidate] = {}
+            token_scores = log_probs.clone()
+            token_scores[:, self.blank] = -math.inf
+            per_hyp = min(options.token_beam or log_probs.size(1), log_probs.size(1) - 1)
+            top_values, top_tokens = token_scores.topk(per_hyp, dim=-1)
+            base = torch.tensor([h.score for h in active], dtype=torch.float32,
+                                device=log_probs.device)
+            totals = (base[:, None] + top_values).flatten()
+            best = totals.topk(min(len(totals), options.beam_width)).indices.tolist()
+            values, tokens = top_values.flatten().tolist(), top_tokens.flatten().tolist()
+            for flat in best:
+                hyp = active[flat // per_hyp]
+                token, value = tokens[flat], values[flat]
+                _add(done if last else emitted, hyp.tokens + (token,),
+                     hyp.score + value + self._bonus(hyp, token), hyp, token, value)
+            if last or not emitted:
+                break
+            # A blank only lowers a score: candidates below the beam of finished ones are out.
+            finished = sorted((c[0] for c in done.values()), reverse=True)
+            floor = (finished[options.beam_width - 1] if len(finished) >= options.beam_width
+                     else -math.inf)
+            floor = max(floor, finished[0] - options.beam_threshold)
+            kept = [item for item in _ranked(emitted, options.beam_width) if item[1][0] > floor]
+            if not kept:
+                break
+            active = self._extend(kept)
+        ranked = _ranked(done, options.beam_width)
         threshold = ranked[0][1][0] - options.beam_threshold
-        ranked = [r for r in ranked if r[1][0] >= threshold]
-        self.hyps = self._extend(ranked)
+        self.hyps = self._extend([r for r in ranked if r[1][0] >= threshold])
 
     def _bonus(self, hyp: Hypothesis, token: int) -> float:
         """Hotword and LM score change of emitting `token` after `hyp`."""
@@ -314,8 +340,7 @@ class TransducerSearch:
         log10 = self.lm.BaseScore(lm_state, word, out)
         return self.lm_weight * log10 * _LN10 + self.word_score, out
 
-    def _extend(self, ranked: list[tuple[tuple[int, ...], tuple[float, Hypothesis, int | None,
-                                                                  float]]]) -> list[Hypothesis]:
+    def _extend(self, ranked: list[tuple[tuple[int, ...], _Candidate]]) -> list[Hypothesis]:
         """New hypotheses from the kept candidates; one batched predictor step for those that
         emitted a token."""
         result: list[Hypothesis | None] = []
