@@ -205,6 +205,36 @@ def test_bad_requests_get_json_errors_and_the_server_lives_on(model: Model,
         assert httpx.get(base + "/health").json()["status"] == "ok"
 
 
+def test_internal_errors_and_timeouts_are_answered_and_logged_without_content(
+        model: Model, clips: list[Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="harken.server")
+    text = model.transcribe(clips[0]).text
+    assert len(text) > 20  # long enough not to turn up in a log line by chance
+    with running(model) as base:
+        reply = transcribe_request(base, clips[0].read_bytes(), headers={"X-Request-ID": "r-42"})
+        assert reply.json()["text"] == text and reply.headers["x-request-id"] == "r-42"
+
+        def broken(audios):
+            raise RuntimeError("out of memory")
+
+        monkeypatch.setattr(model, "log_probs", broken)
+        reply = transcribe_request(base, clips[0].read_bytes(), headers={"X-Request-ID": "r-43"})
+        assert reply.status_code == 500
+        assert reply.json()["error"]["message"] == "internal error (request r-43)"
+        monkeypatch.undo()
+        assert transcribe_request(base, clips[0].read_bytes()).json()["text"] == text
+    with running(model, request_timeout_seconds=0.001) as base:
+        reply = transcribe_request(base, clips[3].read_bytes())
+        assert reply.status_code == 504 and reply.json()["error"]["code"] == "timeout"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "request r-42 POST /v1/audio/transcriptions 200" in logged
+    assert "request r-43 POST /v1/audio/transcriptions failed" in logged
+    assert text not in logged and "clip0" not in logged
+
+
 def test_api_key_is_required_everywhere_but_health(model: Model, clips: list[Path]) -> None:
     with running(model, api_key="s3cret") as base:
         assert httpx.get(base + "/health").status_code == 200
