@@ -275,16 +275,8 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor,
                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) waveforms and (B,) lengths in samples -> (B, T, n_mels), (B,) frame counts."""
-        if audio.ndim != 2:
-            raise ValueError(f"expected (batch, samples) audio, got shape {tuple(audio.shape)}")
-        batch, n_samples = audio.shape
-        if lengths is None:
-            lengths = torch.full((batch,), n_samples, dtype=torch.long, device=audio.device)
-        if lengths.shape != (batch,):
-            raise ValueError(f"expected lengths of shape ({batch},), got {tuple(lengths.shape)}")
-        lengths = lengths.to(device=audio.device, dtype=torch.long)
-        if bool((lengths > n_samples).any()) or bool((lengths < 0).any()):
-            raise ValueError(f"lengths must be in [0, {n_samples}], got {lengths.tolist()}")
+        lengths = _checked_lengths(audio, lengths)
+        n_samples = audio.shape[1]
         cfg = self.config
         with torch.autocast(device_type=audio.device.type, enabled=False):
             x = audio.to(torch.float32)
@@ -314,6 +306,21 @@ class LogMel(nn.Module):
                 extra = cfg.pad_to - features.shape[1] % cfg.pad_to
                 features = nn.functional.pad(features, (0, 0, 0, extra))
         return features, frame_lengths
+
+
+def _checked_lengths(audio: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The (B,) int64 lengths of a (B, N) batch (all N when None); ValueError for bad shapes."""
+    if audio.ndim != 2:
+        raise ValueError(f"expected (batch, samples) audio, got shape {tuple(audio.shape)}")
+    batch, n_samples = audio.shape
+    if lengths is None:
+        return torch.full((batch,), n_samples, dtype=torch.long, device=audio.device)
+    if lengths.shape != (batch,):
+        raise ValueError(f"expected lengths of shape ({batch},), got {tuple(lengths.shape)}")
+    lengths = lengths.to(device=audio.device, dtype=torch.long)
+    if bool((lengths > n_samples).any()) or bool((lengths < 0).any()):
+        raise ValueError(f"lengths must be in [0, {n_samples}], got {lengths.tolist()}")
+    return lengths
 
 
 def _frame_mask(frame_lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -358,12 +365,8 @@ class Waveform(nn.Module):
     def forward(self, audio: torch.Tensor,
                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) waveforms and (B,) lengths in samples -> (B, N, 1), (B,)."""
-        if audio.ndim != 2:
-            raise ValueError(f"expected (batch, samples) audio, got shape {tuple(audio.shape)}")
-        batch, n_samples = audio.shape
-        if lengths is None:
-            lengths = torch.full((batch,), n_samples, dtype=torch.long, device=audio.device)
-        lengths = lengths.to(device=audio.device, dtype=torch.long)
+        lengths = _checked_lengths(audio, lengths)
+        n_samples = audio.shape[1]
         with torch.autocast(device_type=audio.device.type, enabled=False):
             x = audio.to(torch.float32)[:, :, None]
             mask = _frame_mask(lengths, n_samples)

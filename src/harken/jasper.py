@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harken.citrinet import ConvDecoder
 from harken.models import ConfigMixin, batch_norm_valid, check_inputs, padding_mask
 
 # NeMo's JasperBlock BatchNorm epsilon (kept so imported running statistics mean the same).
@@ -213,17 +214,6 @@ class JasperEncoder(nn.Module):
             out, lengths = block(xs, lengths)
             xs = xs + [out] if dense else [out]
         return xs[-1], lengths
-
-
-class ConvDecoder(nn.Module):
-    """1x1 conv to the vocabulary (NeMo ConvASRDecoder): (B, C, T) -> logits (B, T, V)."""
-
-    def __init__(self, channels: int, vocab_size: int) -> None:
-        super().__init__()
-        self.decoder_layers = nn.Sequential(nn.Conv1d(channels, vocab_size, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder_layers(x).transpose(1, 2)  # type: ignore[no-any-return]
 
 
 class Jasper(nn.Module):

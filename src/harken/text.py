@@ -442,7 +442,7 @@ def _normalizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
     return {"normalizer": tokenizer.normalizer.to_config()}
 
 
-class VocabTokenizer(Tokenizer):
+class VocabTokenizer(CharTokenizer):
     """A fixed list of CTC tokens (e.g. a Hugging Face wav2vec2 `vocab.json`): id 0 is the
     blank, id i + 1 is `tokens[i]`; the " " token separates words. Tokens may be longer than
     one character (`<unk>`); `encode` uses the single-character ones.
@@ -460,37 +460,9 @@ class VocabTokenizer(Tokenizer):
             raise ValueError(f"the vocabulary repeats tokens {duplicates}")
         self.tokens = [BLANK, *tokens]
         self.normalizer = ENGLISH  # imported vocabularies are English (harken import hf)
+        self.alphabet = "".join(t for t in tokens if len(t) == 1)  # what `encode` can write
         self._ids = {t: i + 1 for i, t in enumerate(tokens) if len(t) == 1}
         self._separator_id = self._ids[" "]
-
-    def encode(self, text: str) -> list[int]:
-        """Characters -> ids; ValueError naming characters that are not tokens."""
-        try:
-            return [self._ids[c] for c in text]
-        except KeyError:
-            raise _cannot_encode((c for c in text if c not in self._ids),
-                                 "the token vocabulary") from None
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Ids -> text, blanks skipped."""
-        self._check_ids(ids)
-        return "".join(self.tokens[i] for i in ids if i != BLANK_ID)
-
-    def split_words(self, ids: Sequence[int]) -> list[tuple[str, list[int]]]:
-        """Words separated by the space token, with the positions of their tokens."""
-        self._check_ids(ids)
-        words: list[tuple[str, list[int]]] = []
-        positions: list[int] = []
-        for position, i in enumerate(list(ids) + [self._separator_id]):
-            if i == BLANK_ID:
-                continue
-            if i == self._separator_id:
-                if positions:
-                    words.append(("".join(self.tokens[ids[p]] for p in positions), positions))
-                positions = []
-            else:
-                positions.append(position)
-        return words
 
     def to_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "tokens": self.tokens[1:]}
