@@ -37,13 +37,16 @@ RATE = 16000
 
 def tiny_streaming_model() -> Model:
     """A random unidirectional DeepSpeech2 (streams step by step): tone bursts make it emit
-    tokens, so transcripts are deterministic and non-empty."""
+    tokens, so transcripts are deterministic, non-empty and differ between clips."""
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     features = {"normalize": "global", "n_mels": 80,
                 "global_mean": tuple(rng.uniform(-12, -6, 80).tolist()),
                 "global_std": tuple(rng.uniform(1.5, 3.0, 80).tolist())}
     model = new_model("deepspeech2", "tiny", features=features, bidirectional=False, lookahead=2)
+    with torch.no_grad():  # a confident head that rarely says blank: distinct clips give
+        model.network.head.weight.mul_(4.0)  # distinct transcripts ("jxjajajaf", "jnjajaf")
+        model.network.head.bias[0] -= 2.0
     return model.eval()
 
 
@@ -146,6 +149,7 @@ def test_openai_client_gets_what_model_transcribe_gives(model: Model, clips: lis
 
 def test_concurrent_requests_are_batched_and_unchanged(model: Model, clips: list[Path]) -> None:
     expected = [model.transcribe(p).text for p in clips]
+    assert len(set(expected)) == len(clips)  # a mix-up between requests would show
     # A batch waits up to 2 s for more, and runs as soon as all six pieces are there.
     with running(model, max_batch=len(clips), max_wait_ms=2000) as base:
         results: dict[int, str] = {}
@@ -169,9 +173,10 @@ def test_prompt_becomes_hotwords(model: Model, clips: list[Path]) -> None:
     assert prompt_hotwords("Kaldi, harken:5; open the door") == {
         "kaldi": 10.0, "harken": 5.0, "open the door": 10.0}
     assert prompt_hotwords("Hello Kaldi.") == {"hello": 10.0, "kaldi": 10.0}
-    expected = model.transcribe(clips[0], hotwords={"abc": 10.0})
+    expected = model.transcribe(clips[0], hotwords={"jaja": 10.0})
+    assert expected.text != model.transcribe(clips[0]).text  # the boost changes the result
     with running(model) as base:
-        reply = transcribe_request(base, clips[0].read_bytes(), prompt="abc")
+        reply = transcribe_request(base, clips[0].read_bytes(), prompt="jaja")
     assert reply.json()["text"] == expected.text
 
 
@@ -212,7 +217,7 @@ def test_internal_errors_and_timeouts_are_answered_and_logged_without_content(
 
     caplog.set_level(logging.INFO, logger="harken.server")
     text = model.transcribe(clips[0]).text
-    assert len(text) > 20  # long enough not to turn up in a log line by chance
+    assert len(text) >= 8  # long enough not to turn up in a log line by chance
     with running(model) as base:
         reply = transcribe_request(base, clips[0].read_bytes(), headers={"X-Request-ID": "r-42"})
         assert reply.json()["text"] == text and reply.headers["x-request-id"] == "r-42"
