@@ -383,9 +383,12 @@ class StreamSession:
                               f"{{phrase: boost}}, got {type(hotwords).__name__}")
         endpoint = None
         if settings.get("endpointing", True):
-            endpoint = EndpointConfig(silence_ms=float(settings.get("silence_ms",
-                                                                    service.config.silence_ms)),
-                                      method=service.config.vad)
+            silence_ms = settings.get("silence_ms", service.config.silence_ms)
+            if isinstance(silence_ms, bool) or not isinstance(silence_ms, (int, float)) or not (
+                    0 < silence_ms < math.inf):
+                raise ConfigError(f"stream config: silence_ms must be a positive number of "
+                                  f"milliseconds, got {silence_ms!r}")
+            endpoint = EndpointConfig(silence_ms=float(silence_ms), method=service.config.vad)
         self.stream = model.stream(endpoint=endpoint, **service.decode_overrides(hotwords))
         self.batcher = service.stream_batcher
         if self.batcher is not None:
