@@ -312,6 +312,27 @@ def test_websocket_stream_matches_a_local_stream(model: Model) -> None:
     assert messages[-1]["audio_seconds"] == pytest.approx(len(audio) / RATE, abs=1e-3)
 
 
+def test_websocket_hotwords_without_endpointing(model: Model) -> None:
+    pytest.importorskip("websockets")
+    audio = bursts(2.0, seed=0)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    local = model.stream(hotwords={"jaja": 10.0})
+    local.feed(pcm)
+    expected = local.finish()
+    plain = model.stream()
+    plain.feed(pcm)
+    assert expected.text != plain.finish().text
+    with running(model) as base:
+        messages = asyncio.run(_stream(base.replace("http", "ws") + "/v1/stream", [
+            {"hotwords": ["jaja"], "endpointing": False, "partials": False}],
+            [pcm[i: i + 4000] for i in range(0, len(pcm), 4000)]))
+    assert [m["type"] for m in messages] == ["ready", "final", "done"]
+    assert messages[1]["text"] == expected.text
+    assert messages[1]["words"] == [{"word": w.word, "start": round(w.start, 3),
+                                     "end": round(w.end, 3),
+                                     "confidence": round(w.confidence, 4)} for w in expected.words]
+
+
 def test_websocket_f32_at_another_rate_and_limits(model: Model) -> None:
     pytest.importorskip("websockets")
     audio = bursts(2.0, seed=1)[::2].copy()  # 8 kHz
