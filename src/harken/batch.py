@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -507,6 +508,7 @@ def run_batch(inputs: Sequence[BatchInput], output_dir: str | os.PathLike[str],
     summary = Path(summary_path) if summary_path else output_dir / SUMMARY_FILE
     names = {str(entry.path): entry.name for entry in inputs}
 
+    _remove_temporaries(output_dir, summary)
     # Keep the rows of finished files (one per file), drop the rest: those files are redone.
     latest = {row["path"]: row for row in read_summary(summary)}
     kept = {p: row for p, row in latest.items()
@@ -552,6 +554,15 @@ def _write_outputs(row: dict[str, Any], name: str, output_dir: Path) -> dict[str
         outputs[fmt] = relative
     return {"path": row["path"], "status": row["status"], "error": row["error"],
             "duration": row["duration"], "seconds": row["seconds"], "outputs": outputs}
+
+
+def _remove_temporaries(output_dir: Path, summary: Path) -> None:
+    """Delete the temporary files of writes that a killed job left (`atomic_write_text` names)."""
+    pattern = re.compile(rf"\..+\.({'|'.join(FORMATS)}|{re.escape(summary.suffix[1:])})\.\d+\.tmp")
+    for folder in {output_dir, summary.parent}:
+        for path in folder.rglob(".*.tmp"):
+            if pattern.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def _size(path: str) -> int:
