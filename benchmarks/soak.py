@@ -1,0 +1,207 @@
+"""Soak test of `harken serve`: hours of traffic compressed into minutes, looking for errors and
+leaks.
+
+Starts `harken serve` on a free loopback port (a subprocess: its memory is its own), then for
+`--minutes`:
+
+- `--streams` WebSocket clients loop: connect, send a config, stream speech in 100 ms chunks at
+  `--pace` x real time, and either end the stream and wait for `done`, or (one session in
+  `--abort-every`) drop the TCP connection mid-stream without a close frame;
+- `--rest` clients loop on `POST /v1/audio/transcriptions` of a short clip, and every tenth
+  request sends a broken file (which must get a 400, not an error).
+
+Every `--sample` seconds it records the server's RSS (/proc) and the internal-error count from
+/metrics. Reports sessions, aborts, requests, errors, and RSS growth after the warm-up (the
+first `--warmup` fraction of the run): the goal is zero errors and growth under 5%.
+Exit status 1 when either goal is missed.
+
+Usage:
+    nice python benchmarks/soak.py [--model en-small] [--minutes 10] [--streams 20] [--rest 2]
+        [--pace 1.0] [--abort-every 4] [--json soak.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from server_load import CHUNK_SECONDS, RATE, ServerProcess, speech  # noqa: E402
+
+RSS_GROWTH_GOAL = 0.05
+ERROR_CODES = {"error"}  # a protocol error reply the server must never send
+
+
+def rss_mb(server: ServerProcess) -> float:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def internal_errors(client, base: str) -> float:
+    text = (await client.get(base + "/metrics")).text
+    return sum(float(v) for v in re.findall(
+        r'harken_requests_total\{[^}]*status="(?:error|500)"[^}]*\} (\S+)', text))
+
+
+async def stream_worker(url: str, pcm: bytes, args: argparse.Namespace, stop: float,
+                        seed: int, counts: dict) -> None:
+    import websockets
+
+    chance = random.Random(seed)
+    step = int(CHUNK_SECONDS * RATE) * 2
+    while time.monotonic() < stop:
+        abort = chance.random() < 1 / args.abort_every
+        length = chance.randrange(step * 10, len(pcm), step)
+        cut = chance.randrange(step, length, step) if abort else length
+        try:
+            async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
+                await ws.send(json.dumps({"partials": True}))
+                ready = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if ready.get("type") != "ready":
+                    counts["stream_errors"].append(ready)
+                    continue
+                for start in range(0, cut, step):
+                    await ws.send(pcm[start: start + step])
+                    await asyncio.sleep(CHUNK_SECONDS / args.pace)
+                if abort:
+                    ws.transport.abort()
+                    counts["aborted"] += 1
+                    continue
+                await ws.send(json.dumps({"type": "end"}))
+                async for message in ws:
+                    reply = json.loads(message)
+                    if reply["type"] == "error":
+                        counts["stream_errors"].append(reply)
+                    if reply["type"] in ("done", "error"):
+                        break
+                counts["streams"] += 1
+        except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+            if not abort:
+                counts["stream_errors"].append(f"{type(exc).__name__}: {exc}")
+
+
+async def rest_worker(base: str, clip: bytes, stop: float, counts: dict) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            broken = n % 10 == 0
+            data = clip[: len(clip) // 3] if broken else clip  # a truncated WAV
+            try:
+                reply = await client.post(base + "/v1/audio/transcriptions",
+                                          files={"file": ("clip.wav", data)},
+                                          data={"model": "harken"})
+            except httpx.HTTPError as exc:
+                counts["rest_errors"].append(f"{type(exc).__name__}: {exc}")
+                continue
+            expected = 400 if broken else 200
+            if reply.status_code != expected:
+                counts["rest_errors"].append(f"{reply.status_code}: {reply.text[:200]}")
+            counts["requests"] += 1
+
+
+async def monitor(server: ServerProcess, args: argparse.Namespace, stop: float,
+                  samples: list) -> None:
+    import httpx
+
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as client:
+        while True:
+            errors = await internal_errors(client, server.base)
+            samples.append({"t": round(time.monotonic() - started, 1),
+                            "rss_mb": round(rss_mb(server), 1), "internal_errors": errors})
+            print(json.dumps(samples[-1]), flush=True)
+            if time.monotonic() >= stop:
+                return
+            await asyncio.sleep(min(args.sample, max(0.0, stop - time.monotonic())))
+
+
+async def soak(server: ServerProcess, args: argparse.Namespace, pcm: bytes, clip: bytes) -> dict:
+    counts: dict = {"streams": 0, "aborted": 0, "requests": 0, "stream_errors": [],
+                    "rest_errors": []}
+    samples: list = []
+    stop = time.monotonic() + args.minutes * 60
+    url = server.base.replace("http", "ws") + "/v1/stream"
+    await asyncio.gather(
+        monitor(server, args, stop, samples),
+        *(stream_worker(url, pcm, args, stop, seed, counts) for seed in range(args.streams)),
+        *(rest_worker(server.base, clip, stop, counts) for _ in range(args.rest)))
+    await asyncio.sleep(2)  # let the server notice the last aborted connections
+    import httpx
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        health = (await client.get(server.base + "/health")).json()
+        final_errors = await internal_errors(client, server.base)
+    warm = [s for s in samples if s["t"] >= args.warmup * args.minutes * 60] or samples
+    base_rss, peak_rss = warm[0]["rss_mb"], max(s["rss_mb"] for s in warm)
+    return {
+        "minutes": args.minutes, "streams_completed": counts["streams"],
+        "streams_aborted": counts["aborted"], "requests": counts["requests"],
+        "stream_errors": len(counts["stream_errors"]), "rest_errors": len(counts["rest_errors"]),
+        "server_internal_errors": final_errors,
+        "error_examples": (counts["stream_errors"] + counts["rest_errors"])[:5],
+        "open_streams_after": health.get("active_streams"),
+        "rss_mb_after_warmup": base_rss, "rss_mb_peak_after_warmup": peak_rss,
+        "rss_mb_end": samples[-1]["rss_mb"],
+        "rss_growth": round(samples[-1]["rss_mb"] / base_rss - 1, 4),
+        "samples": samples,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model path or bundled name (default: en-small)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--streams", type=int, default=20, help="concurrent WebSocket clients")
+    parser.add_argument("--rest", type=int, default=2, help="concurrent REST clients")
+    parser.add_argument("--pace", type=float, default=1.0, help="x real time per stream")
+    parser.add_argument("--abort-every", type=float, default=4.0,
+                        help="one stream session in this many drops its connection mid-stream")
+    parser.add_argument("--stream-seconds", type=float, default=12.0, help="longest session")
+    parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run ignored")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--max-stream-batch", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args()
+
+    import soundfile as sf
+
+    audio = speech(args.stream_seconds)
+    pcm = (audio.clip(-1, 1) * 32767).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    sf.write(buffer, audio[: 3 * RATE], RATE, format="WAV", subtype="PCM_16")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(args, 8, Path(tmp) / "soak.db")
+        try:
+            server.wait_ready()
+            report = asyncio.run(soak(server, args, pcm, buffer.getvalue()))
+        finally:
+            server.stop()
+    summary = {k: v for k, v in report.items() if k != "samples"}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    failed = (report["stream_errors"] or report["rest_errors"] or report["server_internal_errors"]
+              or report["open_streams_after"] or report["rss_growth"] >= RSS_GROWTH_GOAL)
+    print("goal (zero errors, RSS growth < 5% after warm-up):", "missed" if failed else "met")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
