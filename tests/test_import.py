@@ -236,3 +236,24 @@ def test_imported_models_export_to_onnx(tmp_path: Path, audio: np.ndarray) -> No
         onnx_model = load_model(export_onnx(model, tmp_path / name), backend="onnx")
         difference = np.abs(onnx_model.log_probs([audio])[0] - model.log_probs([audio])[0])
         assert difference.max() < TOLERANCE, name
+
+
+def test_nemo_preprocessor_defaults_and_feature_options() -> None:
+    from harken.features import FeatureConfig, Waveform
+    from harken.import_nemo import preprocessor_features
+
+    features = FeatureConfig.from_dict(preprocessor_features({}))  # NeMo's own defaults
+    assert (features.win_length, features.hop_length, features.n_fft) == (320, 160, 512)
+    assert (features.n_mels, features.pad_to, features.preemphasis) == (64, 16, 0.97)
+    assert not features.window_periodic and features.unbiased_std and features.drop_last_frame
+    assert FeatureConfig().window_periodic and not FeatureConfig().drop_last_frame
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        FeatureConfig(kind="mfcc")
+    # Hugging Face's zero_mean_unit_var_norm: (x - mean) / sqrt(var + 1e-7) over valid samples
+    waveform = Waveform(FeatureConfig(kind="waveform", std_epsilon=0.0, variance_epsilon=1e-7))
+    x = torch.randn(2, 1000) * 0.1
+    out, lengths = waveform(x, torch.tensor([1000, 600]))
+    short = x[1, :600].numpy().astype(np.float64)
+    expected = (short - short.mean()) / np.sqrt(short.var() + 1e-7)
+    np.testing.assert_allclose(out[1, :600, 0].numpy(), expected, atol=1e-5)
+    assert out.shape == (2, 1000, 1) and float(out[1, 600:].abs().max()) == 0.0
