@@ -234,10 +234,11 @@ def test_trained_transducer_streams_like_offline_and_hotwords_steer_the_beam(tra
                                                ("citrinet", "gru")])
 def test_onnx_graphs_decode_like_pytorch(tmp_path, encoder, predictor):
     pytest.importorskip("onnxruntime")
-    from harken.transducer_export import OnnxTransducer, check_export, export_transducer_onnx
+    from harken.export import export_onnx
+    from harken.transducer_export import OnnxTransducer, check_export
 
     model = tiny(encoder, predictor=predictor)
-    folder = export_transducer_onnx(model, tmp_path / "onnx")
+    folder = export_onnx(model, tmp_path / "onnx")  # transducers: three graphs
     assert sorted(p.name for p in folder.glob("*.onnx")) == ["encoder.onnx", "joint.onnx",
                                                               "predictor.onnx"]
     assert check_export(model.network, folder) < 1e-4
@@ -250,3 +251,26 @@ def test_onnx_graphs_decode_like_pytorch(tmp_path, encoder, predictor):
     (folder / "joint.onnx").write_bytes((folder / "joint.onnx").read_bytes() + b"x")
     with pytest.raises(Exception, match="joint.onnx is corrupt"):
         OnnxTransducer(folder)
+
+
+@pytest.mark.slow
+def test_word_lm_fusion_adds_weighted_lm_and_word_scores(trained_hybrid, tts_corpus, tmp_path):
+    import kenlm
+
+    from harken.audio import load_audio
+    from harken.lm import build_lm
+
+    model = load_model(trained_hybrid)
+    lm = build_lm(["hello word", "go left", "stop now", "red green blue"] * 3, 2,
+                  tmp_path / "words.arpa").best
+    wave = load_audio(tts_corpus.parent / "utt0_4.wav")
+    plain = model.transcribe(wave, beam_width=4, nbest=2)
+    fused = model.transcribe(wave, beam_width=4, nbest=2, lm=str(lm), lm_weight=0.7,
+                             word_score=0.25)
+    assert plain.text == fused.text == "hello world"
+    lm_log10 = kenlm.Model(str(lm)).score("hello world", bos=True, eos=True)
+    acoustic = fused.alternatives[0].acoustic_score
+    # (the beams differ a little: alignments merged into the best hypothesis can differ)
+    assert acoustic == pytest.approx(plain.alternatives[0].acoustic_score, abs=0.05)
+    expected = acoustic + 0.7 * lm_log10 * math.log(10) + 0.25 * 2
+    assert fused.score == pytest.approx(expected, abs=1e-3)

@@ -95,6 +95,12 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
     from harken.model import CONFIG_FILE, sha256_file
     from harken.text import save_tokenizer
 
+    if getattr(model.network, "is_transducer", False):  # three graphs: harken.transducer_export
+        from harken.transducer_export import export_transducer_onnx
+
+        if int8:
+            raise ConfigError("int8 export is for CTC models; transducers export in float32")
+        return export_transducer_onnx(model, out_dir, opset=opset, check=check)
     if isinstance(model.network, OnnxNetwork):
         raise ModelError(f"{model.path}: this model already runs from ONNX; export the original "
                          "(PyTorch) model instead")
@@ -387,6 +393,9 @@ def _run_export(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     out = export_onnx(model, args.out, int8=args.int8, opset=args.opset)
     info = json.loads((out / "config.json").read_text())["export"]
+    if info["format"] == "onnx-transducer":
+        print(f"{out}: {', '.join(info['graphs'])} (harken.transducer_export.OnnxTransducer)")
+        return 0
     sizes = ", ".join(f"{name} {(out / name).stat().st_size / 1e6:.1f} MB"
                       for name in (info["fp32"], info["int8"]) if name)
     print(f"{out}: {sizes}; --backend onnx runs the {info['default']} model")

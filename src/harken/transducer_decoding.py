@@ -108,8 +108,11 @@ class _HotwordTrie:
 def _kenlm_model(path: str, stamp: tuple[int, int]) -> Any:
     import kenlm
 
+    from harken.beam import _quiet_stderr
+
     try:
-        return kenlm.Model(path)
+        with _quiet_stderr():  # KenLM prints a progress bar while it reads an ARPA file
+            return kenlm.Model(path)
     except (OSError, RuntimeError) as exc:
         raise ConfigError(f"lm: cannot load {path}: {exc}") from exc
 
@@ -154,21 +157,24 @@ def _select_state(kind: str, state: Any, i: int) -> Any:
     return state[i: i + 1] if kind == "stateless" else state[:, i: i + 1]
 
 
-# (score, parent hypothesis, token emitted after it or None for blank, its log-probability)
-_Candidate = tuple[float, Hypothesis, "int | None", float]
+# (score, parent hypothesis, token emitted after it or None for blank, its log-probability,
+#  acoustic score)
+_Candidate = tuple[float, Hypothesis, "int | None", float, float]
 
 
 def _add(candidates: dict[tuple[int, ...], _Candidate], tokens: tuple[int, ...], score: float,
          parent: Hypothesis, token: int | None, value: float) -> None:
     """Add a candidate; the same tokens by another alignment add their probabilities (the
-    better alignment is kept for word times)."""
+    better alignment is kept for word times). Hotword and LM terms depend on the tokens only,
+    so score - acoustic is the same for both."""
+    acoustic = parent.acoustic + value
     known = candidates.get(tokens)
     if known is None:
-        candidates[tokens] = (score, parent, token, value)
+        candidates[tokens] = (score, parent, token, value, acoustic)
         return
-    total = float(np.logaddexp(known[0], score))
-    best = known if known[0] >= score else (score, parent, token, value)
-    candidates[tokens] = (total, best[1], best[2], best[3])
+    best = known if known[0] >= score else (score, parent, token, value, acoustic)
+    candidates[tokens] = (float(np.logaddexp(known[0], score)), best[1], best[2], best[3],
+                          float(np.logaddexp(known[4], acoustic)))
 
 
 def _ranked(candidates: dict[tuple[int, ...], _Candidate], width: int
@@ -345,19 +351,19 @@ class TransducerSearch:
         emitted a token."""
         result: list[Hypothesis | None] = []
         emitted = []
-        for tokens, (score, parent, token, value) in ranked:
+        for tokens, (score, parent, token, value, acoustic) in ranked:
             if token is None:
-                result.append(replace(parent, score=score, acoustic=parent.acoustic + value))
+                result.append(replace(parent, score=score, acoustic=acoustic))
             else:
                 result.append(None)
-                emitted.append((len(result) - 1, tokens, score, parent, token, value))
+                emitted.append((len(result) - 1, tokens, score, parent, token, value, acoustic))
         if emitted:
             device = self.hyps[0].predictor_out.device
             tokens_in = torch.tensor([e[4] for e in emitted], device=device)
             state = _stack_states(self.kind, [e[3].state for e in emitted])
             out, state = self.network.predictor.step(tokens_in, state)
             out = self.network.joint.predictor_proj(out)
-            for i, (slot, tokens, score, parent, token, value) in enumerate(emitted):
+            for i, (slot, tokens, score, parent, token, value, acoustic) in enumerate(emitted):
                 node, lm_state, word, words = parent.hotword_node, parent.lm_state, parent.word, parent.words
                 if self.hotwords is not None:
                     node = self.hotwords.step(node, token)[0]
@@ -369,7 +375,7 @@ class TransducerSearch:
                         word = self._pieces[token]
                     else:
                         word += self._pieces[token]
-                result[slot] = Hypothesis(tokens, score, parent.acoustic + value, out[i],
+                result[slot] = Hypothesis(tokens, score, acoustic, out[i],
                                           _select_state(self.kind, state, i),
                                           parent.frames + (self._frames,),
                                           parent.token_log_probs + (value,), node, lm_state,
