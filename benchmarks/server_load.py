@@ -214,13 +214,15 @@ async def rest_phase(server: ServerProcess, requests: int, clip: bytes, seconds:
         cpu, wall = server.cpu_seconds(), time.perf_counter()
         codes = await asyncio.gather(*(one() for _ in range(requests)))
         wall = time.perf_counter() - wall
+        cpu = server.cpu_seconds() - cpu
         metrics = (await client.get(server.base + "/metrics")).text
     return {"requests": requests, "errors": sum(c != 200 for c in codes),
             "wall_seconds": round(wall, 2), "requests_per_second": round(requests / wall, 2),
             "audio_seconds_per_second": round(requests * seconds / wall, 1),
             "mean_batch_size": round(_metric(metrics, "harken_batch_size_sum")
                                      / max(_metric(metrics, "harken_batch_size_count"), 1), 2),
-            "server_cpu_cores": round((server.cpu_seconds() - cpu) / wall, 2),
+            "server_cpu_cores": round(cpu / wall, 2),
+            "cpu_seconds_per_audio_second": round(cpu / (requests * seconds), 4),
             "server_peak_rss_mb": round(server.peak_rss_mb(), 1)}
 
 
@@ -281,7 +283,11 @@ def main() -> None:
     if args.requests:
         report["batching_speedup"] = round(report["rest_batched"]["requests_per_second"]
                                            / report["rest_unbatched"]["requests_per_second"], 2)
-        print("batching speed-up (requests/s):", report["batching_speedup"])
+        report["batching_cpu_saving"] = round(
+            report["rest_unbatched"]["cpu_seconds_per_audio_second"]
+            / report["rest_batched"]["cpu_seconds_per_audio_second"], 2)
+        print("batching speed-up (requests/s):", report["batching_speedup"],
+              "; CPU per audio second, unbatched / batched:", report["batching_cpu_saving"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
