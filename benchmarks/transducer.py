@@ -1,0 +1,126 @@
+"""CTC vs RNN-T vs hybrid on the same data and the same encoder: dev WER, training speed and
+decoding speed, side by side.
+
+The data is generated with espeak-ng (no downloads): sentences of 2-4 words from a small
+vocabulary, spoken by two voices for training and by a third, unseen voice for the dev set.
+Each head trains the same tiny Conformer encoder with `harken train` for the same number of
+steps; the RNN-T and hybrid models add an LSTM predictor and a joint network.
+
+Usage: python benchmarks/transducer.py [--steps 400] [--threads 1] [--out /tmp/harken-rnnt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from harken.audio import load_audio
+from harken.evaluate import error_rates
+from harken.model import load_model
+from harken.train import config_from_dict, train
+
+WORDS = ("red green blue yellow black white one two three four five six seven eight nine "
+         "left right up down stop go yes no open close start play pause next back").split()
+TRAIN_VOICES = (("en-us", 150), ("en-gb", 170))
+DEV_VOICE = ("en-us+m3", 140)
+ENCODER = {"d_model": 64, "n_layers": 2, "n_heads": 2, "subsampling_channels": 32}
+
+
+def make_corpus(folder: Path, sentences: list[str], voices, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for v, (voice, speed) in enumerate(voices):
+        for i, text in enumerate(sentences):
+            wav = folder / f"{name}{v}_{i}.wav"
+            if not wav.exists():
+                subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text],
+                               check=True, capture_output=True)
+            lines.append({"audio": wav.name, "text": text, "id": wav.stem})
+    manifest = folder / f"{name}.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(count)]
+
+
+def run(head: str, train_manifest: Path, out: Path, steps: int, threads: int) -> Path:
+    if head == "ctc":
+        model = {"architecture": "conformer", "size": "tiny", "overrides": ENCODER}
+    else:
+        model = {"architecture": "transducer", "size": "tiny",
+                 "overrides": {"encoder": "conformer", "head": head, "encoder_overrides": ENCODER,
+                               "predictor_dim": 64, "joint_dim": 64}}
+    shutil.rmtree(out, ignore_errors=True)
+    config = config_from_dict({
+        "model": model,
+        "data": {"train": [{"manifest": str(train_manifest)}], "max_batch_seconds": 40.0,
+                 "num_workers": 0},
+        "optim": {"lr": 3e-3, "warmup_steps": 50, "max_steps": steps, "epochs": 10_000,
+                  "schedule": "cosine"},
+        "specaugment": {"enabled": False},
+        "run": {"out_dir": str(out), "seed": 1, "device": "cpu", "checkpoint_every": 100_000,
+                "log_every": 50, "progress": False, "epochs_per_eval": 100_000,
+                "threads": threads},
+    })
+    return train(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/harken-rnnt-bench"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = args.out / "data"
+    train_manifest = make_corpus(data, sentences(60, 0), TRAIN_VOICES, "train")
+    dev_manifest = make_corpus(data, sentences(30, 1), (DEV_VOICE,), "dev")
+    dev = [json.loads(line) for line in dev_manifest.read_text().splitlines()]
+    waves = [load_audio(data / item["audio"]) for item in dev]
+    references = [item["text"] for item in dev]
+    dev_seconds = sum(len(w) for w in waves) / 16000
+    rows = []
+    for head in ("ctc", "transducer", "hybrid"):
+        path = run(head, train_manifest, args.out / head, args.steps, args.threads)
+        model = load_model(path)
+        meta = model.config.training
+        train_speed = meta["steps"] / max(meta["train_seconds"], 1e-9)
+        audio_speed = meta["audio_seconds"] / max(meta["train_seconds"], 1e-9)
+        row = {"head": head, "params": sum(p.numel() for p in model.network.parameters()),
+               "steps/s": train_speed, "train x RT": audio_speed}
+        decodings = [("greedy", {})] + ([("beam 4", {"beam_width": 4})] if head != "ctc" else [])
+        if head == "hybrid":
+            decodings.append(("ctc head", {"head": "ctc"}))
+        for label, options in decodings:
+            model.transcribe_batch(waves[:2], **options)  # warm up
+            began = time.perf_counter()
+            hypotheses = [t.text for t in model.transcribe_batch(waves, **options)]
+            elapsed = time.perf_counter() - began
+            row[f"WER {label}"] = error_rates(references, hypotheses)["wer"]
+            row[f"RTF {label}"] = elapsed / dev_seconds
+        rows.append(row)
+        print(json.dumps(row))
+    print()
+    keys = ["head", "params", "steps/s", "train x RT"] + sorted(
+        {k for r in rows for k in r if k.startswith(("WER", "RTF"))})
+    print(" | ".join(f"{k:>14}" for k in keys))
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k, "")
+            cells.append(f"{v:>14.3f}" if isinstance(v, float) else f"{v!s:>14}")
+        print(" | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
