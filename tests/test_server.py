@@ -501,3 +501,19 @@ def test_caption_page_in_headless_chromium(model: Model, clips: list[Path], tmp_
             assert page.inner_text("#file-result") == model.transcribe(clips[2]).text
         finally:
             browser.close()
+
+
+def test_cors_is_off_unless_an_origin_is_allowed(model: Model) -> None:
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    with running(model) as base:
+        reply = httpx.options(base + "/v1/audio/transcriptions", headers=preflight)
+        assert "access-control-allow-origin" not in reply.headers
+        assert "access-control-allow-origin" not in httpx.get(
+            base + "/health", headers={"Origin": "https://example.org"}).headers
+    with running(model, cors_origins=("https://example.org",), api_key="k") as base:
+        reply = httpx.options(base + "/v1/audio/transcriptions", headers=preflight)
+        assert reply.status_code == 200
+        assert reply.headers["access-control-allow-origin"] == "https://example.org"
+        reply = httpx.options(base + "/v1/audio/transcriptions",
+                              headers={**preflight, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in reply.headers

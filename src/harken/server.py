@@ -624,6 +624,7 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         started = time.perf_counter()
         path = request.url.path
         if (config.api_key is not None and not _open_path(path)
+                and request.method != "OPTIONS"  # CORS preflights carry no credentials
                 and not _authorized(config.api_key, request.headers.get("authorization"))):
             response = _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                               "invalid_api_key")
