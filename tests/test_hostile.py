@@ -268,3 +268,35 @@ epochs_per_eval = 1000
     for case in AUDIO:
         if case.error is not None:
             assert f"{paths[case.name]} (id " in err, f"{case.name} not reported"
+
+
+def test_transcribe_output_dir_reports_bad_files_and_writes_the_rest(corpus, tmp_path) -> None:
+    """The same corpus through `--output-dir` (worker processes, summary.jsonl)."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    inputs = {}
+    for case in AUDIO:
+        if case.name == "wav-named-txt":  # a .txt input names a list of files there
+            continue
+        source = corpus["paths"][case.name]
+        target = flat / f"{case.name}-{source.name}"
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        elif case.name == "fifo":
+            os.mkfifo(target)
+        else:
+            target.write_bytes(source.read_bytes())
+        inputs[case.name] = target
+    out = tmp_path / "out"
+    done = run_cli("transcribe", *map(str, inputs.values()), "--model", str(corpus["model"]),
+                   "--vad", "none", "--output-dir", str(out))
+    err = os.fsdecode(done.stderr)
+    assert "Traceback" not in err and done.returncode == 1, err
+    for name, path in inputs.items():
+        case = next(c for c in AUDIO if c.name == name)
+        written = out / f"{path.stem}.txt"
+        if case.error is None:
+            expected = expected_text(corpus["model"], path)
+            assert written.read_text(encoding="utf-8", errors="surrogateescape") == expected + "\n"
+        else:
+            assert not written.exists() and re.search(case.reason, err), name
