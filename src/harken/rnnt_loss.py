@@ -166,8 +166,8 @@ def _logits_gradient(log_probs: Tensor, targets: Tensor, alpha: Tensor, beta: Te
 
 class _RNNTLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor, logit_lengths: Tensor,  # type: ignore[override]
-                target_lengths: Tensor, blank: int) -> Tensor:
+    def forward(ctx, logits: Tensor, targets: Tensor,  # type: ignore[override]
+                logit_lengths: Tensor, target_lengths: Tensor, blank: int) -> Tensor:
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         log_probs = torch.log_softmax(logits.to(dtype), dim=-1)
         blank_lp, emit_lp = lattice_scores(log_probs, targets, blank)
@@ -194,8 +194,8 @@ def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: Tensor, target_len
     logits (B, T, U + 1, V): joint network outputs (log-softmax is applied here, in float32);
     targets (B, U) int64 token ids padded with anything; logit_lengths (B,) frames,
     target_lengths (B,) tokens of each utterance. `reduction`: "none" (B,), "sum" or "mean".
-    An impossible alignment (more tokens than the lattice allows never happens in RNN-T: any
-    T >= 1 fits any U) is not a concern, but -inf scores give an infinite loss.
+    Any T >= 1 fits any U (a frame may emit several tokens), so every target is reachable;
+    -inf logits can still give an infinite loss.
     """
     _check(logits, targets, logit_lengths, target_lengths, blank)
     targets = targets.long()

@@ -1,9 +1,9 @@
-"""Decoding transducer models: greedy and modified beam search, frame by frame, into
-`Transcript`s with word times; hotwords and word n-gram LM shallow fusion; streaming.
+"""Decoding transducer models: greedy and beam search, frame by frame, into `Transcript`s
+with word times; hotwords and word n-gram LM shallow fusion; streaming.
 
-Both searches consume the encoder frames (T, D) of `Transducer` one frame at a time and keep their whole state (predictor state and output of
-each hypothesis, the beam), so feeding a stream in pieces gives exactly the result of feeding
-it at once:
+Both searches consume the encoder frames (T, D) of `Transducer` one frame at a time and keep
+their whole state (predictor state and output of each hypothesis, the beam), so feeding a
+stream in pieces gives exactly the result of feeding it at once:
 
     search = make_search(network, tokenizer, frame_seconds, options)
     search.feed(frames_0); search.feed(frames_1)       # (T_i, D) each
@@ -208,7 +208,8 @@ class TransducerSearch:
         self.greedy = options.beam_width == 1 and options.lm is None and not options.hotwords
         self.blank = network.blank_id
         self.kind = network.predictor.kind
-        self.hotwords = _HotwordTrie(dict(options.hotwords), tokenizer) if options.hotwords else None
+        self.hotwords = (_HotwordTrie(dict(options.hotwords), tokenizer) if options.hotwords
+                         else None)
         self.lm = load_word_lm(options.lm) if options.lm else None
         self.lm_weight = options.lm_weight if options.lm_weight is not None else DEFAULT_LM_WEIGHT
         self.word_score = (options.word_score if options.word_score is not None
@@ -364,7 +365,8 @@ class TransducerSearch:
             out, state = self.network.predictor.step(tokens_in, state)
             out = self.network.joint.predictor_proj(out)
             for i, (slot, tokens, score, parent, token, value, acoustic) in enumerate(emitted):
-                node, lm_state, word, words = parent.hotword_node, parent.lm_state, parent.word, parent.words
+                node, lm_state = parent.hotword_node, parent.lm_state
+                word, words = parent.word, parent.words
                 if self.hotwords is not None:
                     node = self.hotwords.step(node, token)[0]
                 if self.lm is not None:
@@ -399,7 +401,8 @@ class TransducerSearch:
                 if final:
                     import kenlm
 
-                    score += self.lm_weight * self.lm.BaseScore(state, "</s>", kenlm.State()) * _LN10
+                    end = self.lm.BaseScore(state, "</s>", kenlm.State())
+                    score += self.lm_weight * end * _LN10
             closed.append((score, hyp))
         closed.sort(key=lambda item: -item[0])
         return closed
