@@ -122,7 +122,7 @@ def test_load_model_onnx_round_trip(exported):
         export_onnx(onnx_model, onnx_dir.parent / "again")
     with pytest.raises(ModelError, match="no PyTorch weights"):
         onnx_model.save(onnx_dir.parent / "saved")
-    with pytest.raises(ModelError, match="streaming is not exported to ONNX yet"):
+    with pytest.raises(ModelError, match="no streaming step graph"):
         onnx_model.network.initial_state()
 
 
@@ -201,3 +201,46 @@ def test_cli_export_then_transcribe_with_onnx(exported, tts_corpus, tmp_path, ca
 def tts_audio(tts_corpus) -> list[np.ndarray]:
     """Three spoken phrases of different lengths, as 16 kHz arrays."""
     return [load_audio(p) for p in sorted(Path(tts_corpus).parent.glob("*.wav"))[3:6]]
+
+
+def test_streaming_onnx_step_equals_offline_onnx(tmp_path, tts_audio):
+    """A streaming DeepSpeech2 exports a step graph with explicit state: streamed in any chunk
+    sizes, the ONNX model gives the offline ONNX log-probs (and PyTorch's) and transcript."""
+    from harken.onnx_stream import STREAM_FILE
+
+    # Global feature normalisation: per-utterance statistics cannot be known while streaming.
+    model = random_model("deepspeech2", bidirectional=False, lookahead=3,
+                         features={"normalize": "global", "global_mean": (-8.0,) * 80,
+                                   "global_std": (2.5,) * 80})
+    folder = export_onnx(model, tmp_path / "onnx", int8=True)
+    info = json.loads((folder / "config.json").read_text())["export"]["stream"]
+    assert info["file"] == STREAM_FILE and (folder / info["int8_file"]).exists()
+    onnx_model = load_model(folder, backend="onnx-fp32")
+    stream_net = onnx_model.network
+    assert stream_net.streamable and stream_net.lookahead_frames == 6
+    audio = np.concatenate(tts_audio)
+    offline = onnx_model.log_probs([audio])[0]
+    assert np.abs(offline - model.log_probs([audio])[0]).max() < CHECK_TOLERANCE
+    for chunk in (160, 1000, 4321):
+        stream = onnx_model.stream(greedy=True)
+        assert stream.exact
+        fed = [stream.backend.feed(audio[i: i + chunk]) for i in range(0, len(audio), chunk)]
+        got = np.concatenate(fed + [stream.backend.finish()])
+        assert got.shape == offline.shape, chunk
+        assert np.abs(got - offline).max() < CHECK_TOLERANCE, chunk
+        stream.reset()
+        for i in range(0, len(audio), chunk):
+            stream.feed(audio[i: i + chunk])
+        assert stream.finish().text == onnx_model.transcribe(audio, greedy=True).text
+    int8 = load_model(folder, backend="onnx-int8")
+    assert int8.network.stream.path.name == info["int8_file"]
+
+
+def test_bidirectional_export_has_no_stream_step_and_streams_by_windows(exported):
+    model, _, folder = exported
+    config = json.loads((folder / "config.json").read_text())
+    assert config["export"]["stream"] is None
+    onnx_model = load_model(folder, backend="onnx")
+    assert not onnx_model.network.streamable and not onnx_model.stream().exact
+    with pytest.raises(ModelError, match="no streaming step graph"):
+        onnx_model.network.initial_state()

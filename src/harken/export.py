@@ -120,6 +120,8 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
             _check_export(network, folder / ONNX_FILE)
         if int8:
             quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, INT8_OPS[architecture])
+        stream_info = _export_stream(network, folder, opset, check, int8,
+                                     INT8_OPS[architecture])
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
         export_info = {
@@ -133,6 +135,7 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
             "input_dim": int(network.input_dim),
             "vocab_size": int(network.vocab_size),
             "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
+            "stream": stream_info,
         }
         config = replace(model.config, tokenizer=tokenizer_config, files=files,
                          export=export_info)  # type: ignore[call-arg]
@@ -161,6 +164,23 @@ def _export_network(network: torch.nn.Module, path: Path, opset: int) -> None:
             torch.onnx.export(network, (features, lengths), str(path), dynamo=False,
                               opset_version=opset, input_names=list(INPUT_NAMES),
                               output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes)
+
+
+def _export_stream(network: torch.nn.Module, folder: Path, opset: int, check: bool,
+                   int8: bool, int8_ops: tuple[str, ...]) -> dict[str, Any] | None:
+    """The streaming step graph (harken.onnx_stream) of networks that have one, else None."""
+    from harken.onnx_stream import INT8_STREAM_FILE, STREAM_FILE, can_export_stream, export_stream_step
+
+    if not can_export_stream(network):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same expected exporter notices as above
+        info = export_stream_step(network, folder / STREAM_FILE, opset, check)
+    info["int8_file"] = None
+    if int8:
+        quantize_int8(folder / STREAM_FILE, folder / INT8_STREAM_FILE, int8_ops)
+        info["int8_file"] = INT8_STREAM_FILE
+    return info
 
 
 def _frames_scale(network: torch.nn.Module) -> int:
@@ -298,11 +318,29 @@ class OnnxNetwork:
     def parameters(self) -> Iterator[Any]:
         return iter(())
 
-    def initial_state(self, *args: Any, **kwargs: Any) -> Any:
-        raise ModelError(f"{self.path}: streaming is not exported to ONNX yet; load the model "
-                         "with backend='torch' to stream")
+    # Streaming step by step: exported streaming models carry a step graph
+    # (harken.onnx_stream); without one, `model.stream()` runs this network on overlapping
+    # windows of audio.
+    stream: Any = None
 
-    stream_step = initial_state
+    @property
+    def streamable(self) -> bool:
+        return self.stream is not None
+
+    @property
+    def lookahead_frames(self) -> int | None:
+        return self.stream.info["lookahead_frames"] if self.stream is not None else None
+
+    def initial_state(self, *args: Any, **kwargs: Any) -> Any:
+        if self.stream is None:
+            raise ModelError(f"{self.path}: this export has no streaming step graph; "
+                             "model.stream() runs it on overlapping windows")
+        return self.stream.initial_state(*args, **kwargs)
+
+    def stream_step(self, features: Any, state: Any, final: bool = False) -> Any:
+        if self.stream is None:
+            self.initial_state()
+        return self.stream.stream_step(features, state, final)
 
     def state_dict(self) -> dict[str, Any]:
         raise ModelError(f"{self.path}: an ONNX model has no PyTorch weights to save; save the "
@@ -363,8 +401,19 @@ def load_onnx_network(config: ModelConfig, folder: Path, origin: object, backend
     if name not in config.files:
         raise ModelError(f"{origin}: config.json lists no checksum for {name}")
     try:
-        return OnnxNetwork(folder / name, info["subsampling"], info["input_dim"],
-                           info["vocab_size"], threads=threads, device=device)
+        network = OnnxNetwork(folder / name, info["subsampling"], info["input_dim"],
+                              info["vocab_size"], threads=threads, device=device)
+        stream = info.get("stream")
+        if stream:
+            from harken.onnx_stream import OnnxStreamNetwork
+
+            step_file = stream["int8_file"] if variant == "int8" else stream["file"]
+            if step_file not in config.files:
+                raise ModelError(f"{origin}: config.json lists no checksum for {step_file}")
+            network.stream = OnnxStreamNetwork(folder / step_file, stream, info["input_dim"],
+                                               info["vocab_size"], threads=network.threads,
+                                               providers=network.providers)
+        return network
     except KeyError as exc:
         raise ModelError(f"{origin}: config.json export entry lacks {exc}") from exc
 
