@@ -274,3 +274,22 @@ def test_word_lm_fusion_adds_weighted_lm_and_word_scores(trained_hybrid, tts_cor
     assert acoustic == pytest.approx(plain.alternatives[0].acoustic_score, abs=0.05)
     expected = acoustic + 0.7 * lm_log10 * math.log(10) + 0.25 * 2
     assert fused.score == pytest.approx(expected, abs=1e-3)
+
+
+def test_training_config_selects_a_transducer_and_checks_its_settings(tmp_path) -> None:
+    from harken.train import load_config
+
+    toml = tmp_path / "train.toml"
+    toml.write_text('[model]\narchitecture = "transducer"\nsize = "tiny"\n'
+                    'overrides = { encoder = "citrinet", head = "hybrid", ctc_weight = 0.5, '
+                    'encoder_overrides = { repeat = 2 } }\n'
+                    '[data]\ntrain = ["train.jsonl"]\n')
+    config = load_config(toml)
+    assert config.model.overrides["encoder_overrides"] == {"repeat": 2}
+    network = build_model("transducer", model_config("transducer", "tiny",
+                                                     **config.model.overrides), 80, 29)
+    assert network.config.encoder_config().repeat == 2 and network.has_ctc
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(toml, ["model.overrides.encoder_overrides.kernels=3"])
+    with pytest.raises(ConfigError, match="ctc_weight"):
+        load_config(toml, ["model.overrides.ctc_weight=1.5"])
