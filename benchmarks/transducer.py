@@ -6,6 +6,9 @@ vocabulary, spoken by two voices for training and by a third, unseen voice for t
 Each head trains the same tiny Conformer encoder with `harken train` for the same number of
 steps; the RNN-T and hybrid models add an LSTM predictor and a joint network.
 
+"step ms" is one training step on the same batch with the heads taking turns (fair on a busy
+machine); "steps/s" and "train x RT" come from each `harken train` run.
+
 Usage: python benchmarks/transducer.py [--steps 400] [--threads 1] [--out /tmp/harken-rnnt]
 """
 
@@ -75,6 +78,55 @@ def run(head: str, train_manifest: Path, out: Path, steps: int, threads: int) ->
     return train(config)
 
 
+def step_times(train_manifest: Path, rounds: int = 5) -> dict[str, float]:
+    """Median seconds of one training step (forward, loss, backward, AdamW) per head on the
+    same batch (the first 16 training utterances); the heads take turns, so a busy machine
+    slows them alike."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from harken.model import new_model
+
+    items = [json.loads(line) for line in train_manifest.read_text().splitlines()][:16]
+    waves = [load_audio(train_manifest.parent / item["audio"]) for item in items]
+    lengths = torch.tensor([len(w) for w in waves])
+    audio = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        audio[i, : len(w)] = torch.from_numpy(w)
+    models = {}
+    for head in ("ctc", "transducer", "hybrid"):
+        torch.manual_seed(0)
+        if head == "ctc":
+            models[head] = new_model("conformer", "tiny", **ENCODER)
+        else:
+            models[head] = new_model("transducer", "tiny", encoder="conformer", head=head,
+                                     encoder_overrides=ENCODER, predictor_dim=64, joint_dim=64)
+    tokenizer = models["ctc"].tokenizer
+    encoded = [tokenizer.encode(item["text"]) for item in items]
+    tokens = torch.zeros(len(items), max(map(len, encoded)), dtype=torch.long)
+    for i, ids in enumerate(encoded):
+        tokens[i, : len(ids)] = torch.tensor(ids)
+    token_lengths = torch.tensor([len(ids) for ids in encoded])
+    times: dict[str, list[float]] = {head: [] for head in models}
+    optimizers = {h: torch.optim.AdamW(m.network.parameters(), 1e-4) for h, m in models.items()}
+    for _ in range(rounds + 1):
+        for head, model in models.items():
+            model.network.train()
+            began = time.perf_counter()
+            features, frames = model.featurizer(audio, lengths)
+            if head == "ctc":
+                log_probs, out_lengths = model.network(features, frames)
+                loss = F.ctc_loss(log_probs.transpose(0, 1), tokens, out_lengths, token_lengths,
+                                  zero_infinity=True)
+            else:
+                loss = model.network(features, frames, tokens, token_lengths).mean()
+            optimizers[head].zero_grad()
+            loss.backward()
+            optimizers[head].step()
+            times[head].append(time.perf_counter() - began)
+    return {head: float(np.median(t[1:])) for head, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -89,6 +141,10 @@ def main() -> None:
     waves = [load_audio(data / item["audio"]) for item in dev]
     references = [item["text"] for item in dev]
     dev_seconds = sum(len(w) for w in waves) / 16000
+    steps = step_times(train_manifest)
+    print("training step, same batch of 16 utterances, heads in turn:",
+          ", ".join(f"{h} {1000 * t:.0f} ms ({t / steps['ctc']:.2f}x CTC)"
+                    for h, t in steps.items()))
     rows = []
     for head in ("ctc", "transducer", "hybrid"):
         path = run(head, train_manifest, args.out / head, args.steps, args.threads)
@@ -97,7 +153,8 @@ def main() -> None:
         train_speed = meta["steps"] / max(meta["train_seconds"], 1e-9)
         audio_speed = meta["audio_seconds"] / max(meta["train_seconds"], 1e-9)
         row = {"head": head, "params": sum(p.numel() for p in model.network.parameters()),
-               "steps/s": train_speed, "train x RT": audio_speed}
+               "step ms": 1000 * steps[head], "steps/s": train_speed,
+               "train x RT": audio_speed}
         decodings = [("greedy", {})] + ([("beam 4", {"beam_width": 4})] if head != "ctc" else [])
         if head == "hybrid":
             decodings.append(("ctc head", {"head": "ctc"}))
@@ -111,7 +168,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     print()
-    keys = ["head", "params", "steps/s", "train x RT"] + sorted(
+    keys = ["head", "params", "step ms", "steps/s", "train x RT"] + sorted(
         {k for r in rows for k in r if k.startswith(("WER", "RTF"))})
     print(" | ".join(f"{k:>14}" for k in keys))
     for r in rows:
