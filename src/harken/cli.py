@@ -68,6 +68,7 @@ def _add_optional_commands(sub: Any) -> None:
                              ("harken.corpus", "register_data_commands"),
                              ("harken.export", "register_export_command"),
                              ("harken.importers", "register_import_command"),
+                             ("harken.hub", "register_hub_commands"),
                              ("harken.server", "register_serve_command")):
         try:
             register = getattr(importlib.import_module(module), function)

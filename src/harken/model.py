@@ -406,7 +406,8 @@ def bundled_models() -> dict[str, dict[str, str]]:
 
 
 def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
-    """A model path from a path or a bundled model's name (None: the default model).
+    """A model path from a path, a bundled model's name (None: the default model) or the name
+    of a model fetched with `harken download` (bundled names and existing paths come first).
 
     A bundled model's file is checked against the SHA-256 recorded when it was packaged.
     """
@@ -423,8 +424,14 @@ def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
         return path
     path = Path(name).expanduser()
     if not path.exists():
+        from harken.hub import downloaded_model_path
+
+        downloaded = downloaded_model_path(name)  # made by `harken download NAME`
+        if downloaded is not None:
+            return downloaded
         known = ", ".join(bundled) or "none installed"
-        raise ModelError(f"{path}: no such model file or folder (bundled models: {known})")
+        raise ModelError(f"{path}: no such model file or folder (bundled models: {known}; "
+                         "`harken models` lists models to download)")
     return path
 
 
