@@ -435,7 +435,6 @@ def _fetch_first(entry: Checkpoint, alternatives: tuple[str | None, ...], source
                  progress: Progress | None) -> str | None:
     """Fetch the first of `alternatives` the server has; None when all are missing and the
     last alternative is None (an optional file)."""
-    missing = []
     for file in alternatives:
         if file is None:
             return None
@@ -456,8 +455,7 @@ def _fetch_first(entry: Checkpoint, alternatives: tuple[str | None, ...], source
                                     "the models folder") from exc
             if "HTTP 404" not in str(exc) or file == alternatives[-1]:
                 raise
-            missing.append(file)
-    raise DownloadError(f"{entry.url}: none of {missing} found")  # pragma: no cover
+    return None
 
 
 def _import(entry: Checkpoint, source: Path, target: Path) -> None:
