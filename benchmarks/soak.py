@@ -38,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from server_load import CHUNK_SECONDS, RATE, ServerProcess, speech  # noqa: E402
 
 RSS_GROWTH_GOAL = 0.05
-ERROR_CODES = {"error"}  # a protocol error reply the server must never send
+# Admission control, not a failure: a dropped connection holds its slot until the server has
+# worked through the audio it had queued, so a client reconnecting at once may be turned away.
+BUSY_CODE, CLOSE_TRY_LATER = "too_many_streams", 1013
 
 
 def rss_mb(server: ServerProcess) -> float:
@@ -68,6 +70,10 @@ async def stream_worker(url: str, pcm: bytes, args: argparse.Namespace, stop: fl
             async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
                 await ws.send(json.dumps({"partials": True}))
                 ready = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if ready.get("code") == BUSY_CODE:
+                    counts["turned_away"] += 1
+                    await asyncio.sleep(1.0)
+                    continue
                 if ready.get("type") != "ready":
                     counts["stream_errors"].append(ready)
                     continue
@@ -86,6 +92,11 @@ async def stream_worker(url: str, pcm: bytes, args: argparse.Namespace, stop: fl
                     if reply["type"] in ("done", "error"):
                         break
                 counts["streams"] += 1
+        except websockets.ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == CLOSE_TRY_LATER:
+                counts["turned_away"] += 1
+            elif not abort:
+                counts["stream_errors"].append(f"{type(exc).__name__}: {exc}")
         except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
             if not abort:
                 counts["stream_errors"].append(f"{type(exc).__name__}: {exc}")
@@ -130,8 +141,8 @@ async def monitor(server: ServerProcess, args: argparse.Namespace, stop: float,
 
 
 async def soak(server: ServerProcess, args: argparse.Namespace, pcm: bytes, clip: bytes) -> dict:
-    counts: dict = {"streams": 0, "aborted": 0, "requests": 0, "stream_errors": [],
-                    "rest_errors": []}
+    counts: dict = {"streams": 0, "aborted": 0, "turned_away": 0, "requests": 0,
+                    "stream_errors": [], "rest_errors": []}
     samples: list = []
     stop = time.monotonic() + args.minutes * 60
     url = server.base.replace("http", "ws") + "/v1/stream"
@@ -149,7 +160,8 @@ async def soak(server: ServerProcess, args: argparse.Namespace, pcm: bytes, clip
     base_rss, peak_rss = warm[0]["rss_mb"], max(s["rss_mb"] for s in warm)
     return {
         "minutes": args.minutes, "streams_completed": counts["streams"],
-        "streams_aborted": counts["aborted"], "requests": counts["requests"],
+        "streams_aborted": counts["aborted"], "streams_turned_away": counts["turned_away"],
+        "requests": counts["requests"],
         "stream_errors": len(counts["stream_errors"]), "rest_errors": len(counts["rest_errors"]),
         "server_internal_errors": final_errors,
         "error_examples": (counts["stream_errors"] + counts["rest_errors"])[:5],

@@ -158,8 +158,9 @@ def audio_cases() -> list[Case]:
              e, "truncated or corrupt FLAC data"),
         Case("truncated-ogg", "audio", _writer("cut.ogg", _truncated("OGG", "VORBIS", 0.5)),
              e, "truncated or corrupt OGG data|no audio samples"),
-        Case("truncated-mp3", "audio", _writer("cut.mp3", _truncated("MP3", "MPEG_LAYER_III", 0.5)),
-             e, "truncated"),
+        *([Case("truncated-mp3", "audio",
+                _writer("cut.mp3", _truncated("MP3", "MPEG_LAYER_III", 0.5)), e, "truncated")]
+          if "MP3" in sf.available_formats() else []),
         Case("flac-named-wav", "audio", _writer("flac.wav", lambda: encode(tone, fmt="FLAC")),
              check=_expect_array(_tone_float)),
         Case("wav-named-mp3", "audio", _writer("wav.mp3", lambda: encode(tone)),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -29,8 +30,10 @@ SEEDS = {
     "float-wav": hostile.encode(hostile.TONE16[:2000] / 32768, subtype="FLOAT"),
     "flac": hostile.encode(hostile.TONE16[:2000], fmt="FLAC"),
     "ogg": hostile.encode(hostile.TONE16[:4000] / 32768, fmt="OGG", subtype="VORBIS"),
-    "mp3": hostile.encode(hostile.TONE16[:4000] / 32768, fmt="MP3", subtype="MPEG_LAYER_III"),
 }
+if "MP3" in sf.available_formats():  # libsndfile 1.1+ writes MP3
+    SEEDS["mp3"] = hostile.encode(hostile.TONE16[:4000] / 32768, fmt="MP3",
+                                  subtype="MPEG_LAYER_III")
 
 
 def decodes_or_refuses(data: bytes) -> None:
