@@ -22,7 +22,7 @@ import soundfile as sf
 from harken.cli import main
 from harken.errors import ConfigError, HarkenError
 from harken.hub import (CHECKSUMS_FILE, DOWNLOADS_DIR, DownloadError, download, fetch,
-                        load_catalogue)
+                        load_catalogue, model_status)
 from harken.import_hf import import_hf
 from harken.import_nemo import import_nemo
 from harken.model import ASSETS, load_model, resolve_model_path
@@ -213,6 +213,7 @@ def test_an_interrupted_download_resumes(tmp_path: Path, server: FixtureServer, 
         download("tiny-quartznet", catalogue=cat)
     part = cache / DOWNLOADS_DIR / "tiny-quartznet" / "model.nemo.part"
     assert part.stat().st_size == 100_000
+    assert model_status("tiny-quartznet", cache) == "partial"
     download("tiny-quartznet", catalogue=cat)
     assert server.log[-1] == (NEMO, "bytes=100000-")  # asked for the rest only
     assert not part.exists() and (cache / "tiny-quartznet" / "config.json").is_file()
@@ -242,7 +243,13 @@ def test_missing_files_and_unreachable_servers_are_clear(tmp_path: Path, server:
     message = str(info.value)
     assert f"{url}{NEMO}: cannot connect" in message and "refused" in message.lower()
     assert "download " + url + NEMO + " on another machine" in message
-    assert "harken import nemo model.nemo tiny-quartznet/" in message
+    assert f"harken import nemo model.nemo {cache / 'tiny-quartznet'}\n" in message
+    assert model_status("tiny-quartznet", cache) == ""  # nothing partial was left behind
+    hf = hf_entry(url, ["config.json", ["model.safetensors", "pytorch_model.bin"],
+                        ["tokenizer_config.json", None]])
+    with pytest.raises(DownloadError, match=r"download config.json, model.safetensors or "
+                       r"pytorch_model.bin, tokenizer_config.json \(if present\) from "):
+        download("tiny-w2v", catalogue=catalogue(tmp_path, hf))
 
 
 def test_only_https_except_this_machine(tmp_path: Path) -> None:

@@ -214,7 +214,8 @@ def model_status(name: str, folder: Path) -> str:
     """"ready" (downloaded and imported), "partial" (an interrupted download) or ""."""
     if downloaded_model_path(name, folder):
         return "ready"
-    return "partial" if (folder / DOWNLOADS_DIR / name).is_dir() else ""
+    source = folder / DOWNLOADS_DIR / name
+    return "partial" if source.is_dir() and any(source.glob("*.part")) else ""
 
 
 def _read_checksums(folder: Path) -> dict[str, dict[str, str]]:
@@ -419,7 +420,8 @@ def download(name: str, folder: str | os.PathLike[str] | None = None, *,
                 got[file] = sha256_file(source / file)
     except DownloadError as exc:
         if exc.unreachable:
-            raise DownloadError(f"{exc}\n{_manual_hint(entry)}", unreachable=True) from exc
+            raise DownloadError(f"{exc}\n{_manual_hint(entry, target)}",
+                                unreachable=True) from exc
         raise
     new = {f: s for f, s in got.items() if recorded.get(f) != s}
     if new:  # first download of these files (or a pinned checksum): remember for next time
@@ -469,14 +471,16 @@ def _import(entry: Checkpoint, source: Path, target: Path) -> None:
         import_hf(source, target)
 
 
-def _manual_hint(entry: Checkpoint) -> str:
-    files = ", ".join(a[0] for a in entry.files if a[0])
+def _manual_hint(entry: Checkpoint, target: Path) -> str:
     if entry.kind == "nemo":
-        how = f"harken import nemo {files} {entry.name}/"
+        what, how = entry.url, f"harken import nemo {entry.files[0][0]} {target}"
     else:
-        how = f"harken import hf FOLDER {entry.name}/   (FOLDER holding {files})"
-    return (f"Without network access here, download {entry.url} on another machine, copy it "
-            f"here and convert it with:\n  {how}")
+        files = ", ".join(" or ".join(f for f in a if f) + (" (if present)" if None in a else "")
+                          for a in entry.files)
+        what = f"{files} from {entry.url}"
+        how = f"harken import hf FOLDER {target}"
+    return (f"Without network access here, download {what} on another machine, copy it here "
+            f"and convert it with\n  {how}\nafter which --model {entry.name} finds it.")
 
 
 # -- the command line ------------------------------------------------------------------------
