@@ -4,7 +4,10 @@ Writes into OUT (default exp/en-small/data):
 - train_<corpus>.jsonl: the official train splits (kathleen_arctic whole: it has no split),
   minus the dev speakers;
 - dev.jsonl: a speaker-disjoint dev set cut from the train splits (never the test splits);
-- test_<corpus>.jsonl: the official test splits, untouched, for the final evaluation only.
+- test_<corpus>.jsonl: the official test splits, untouched, for the final evaluation only;
+- test_librivox.jsonl: the five LibriVox clips of Debian's pocketsphinx-testdata package
+  (`apt-get install pocketsphinx-testdata`), when installed: read English speech neither model
+  trained on.
 
 Audio paths are written absolute, so the manifests work from any folder.
 Usage: python recipes/en-small/prepare.py [--corpora ../shared/corpora] [--out exp/en-small/data]
@@ -20,6 +23,7 @@ from pathlib import Path
 # Speakers held out of training for the dev set, per corpus (chosen at random, seeded).
 DEV_SPEAKERS = {"speechocean762": 12, "an4": 6, "fsdd": 0}
 SEED = 762
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
 
 def read(path: Path) -> list[dict]:
@@ -62,6 +66,26 @@ def main() -> None:
         if (folder / "test.jsonl").exists():
             write(args.out / f"test_{corpus}.jsonl", read(folder / "test.jsonl"))
     write(args.out / "dev.jsonl", dev)
+    if (LIBRIVOX / "transcription").exists():
+        write(args.out / "test_librivox.jsonl", librivox_rows(LIBRIVOX))
+    else:
+        print(f"skipping librivox: {LIBRIVOX} not found (apt-get install pocketsphinx-testdata)")
+
+
+def librivox_rows(folder: Path) -> list[dict]:
+    """Manifest rows of the clips listed in `folder`/transcription (`<s> text </s> (id)`)."""
+    import soundfile as sf
+
+    rows = []
+    for line in (folder / "transcription").read_text().splitlines():
+        text, _, utt = line.rpartition("(")
+        utt = utt.strip().rstrip(")")
+        words = [w for w in text.split() if w not in ("<s>", "</s>")]
+        audio = folder / f"{utt}.wav"
+        rows.append({"audio": str(audio.resolve()), "text": " ".join(words),
+                     "duration": round(sf.info(str(audio)).duration, 3),
+                     "speaker": "librivox", "id": utt})
+    return rows
 
 
 if __name__ == "__main__":
