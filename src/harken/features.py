@@ -1,240 +1,46 @@
 """Acoustic features: log-mel spectrograms (`LogMel`) and SpecAugment masking for training.
 
 `LogMel(config)(audio (B, N), lengths (B,)) -> (features (B, T, n_mels), frame_lengths (B,))`.
-The mel filterbank is computed here (Slaney or HTK scale, same values as `librosa.filters.mel`),
-so nothing beyond torch and numpy is needed at run time.
+The settings (`FeatureConfig`) and the mel filterbank (Slaney or HTK scale, same values as
+`librosa.filters.mel`) live in `harken.features_np`, with the same features computed in numpy
+for running exported models without PyTorch; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, NoReturn, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from harken.audio import SAMPLE_RATE
+from harken.audio import SAMPLE_RATE  # noqa: F401 (re-exported)
 from harken.errors import ConfigError
-
-# With audio.SAMPLE_RATE (16 kHz), the numbers everything else is derived from.
-WINDOW_MS = 25.0
-HOP_MS = 10.0
-N_MELS = 80
-
-N_FFT = 512  # the next power of two above the 25 ms window (400 samples)
-WIN_LENGTH = round(SAMPLE_RATE * WINDOW_MS / 1000)  # 400 samples
-HOP_LENGTH = round(SAMPLE_RATE * HOP_MS / 1000)  # 160 samples
-FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # 100 frames per second
-
-FEATURE_KINDS = ("log_mel", "waveform")
-MEL_SCALES = ("slaney", "htk")
-MEL_NORMS = ("slaney", None)
-NORMALIZATIONS = ("per_feature", "global", "none")
-# Added to the standard deviation when normalising, so silent or one-frame inputs stay finite.
-STD_EPSILON = 1e-5
-
-_Config = TypeVar("_Config", "FeatureConfig", "SpecAugmentConfig")
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """How audio becomes log-mel features. Saved with a model's weights (`to_dict`/`from_dict`).
-
-    `normalize`: "per_feature" (each utterance, each mel bin: mean 0 and std 1 over its valid
-    frames), "global" (fixed `global_mean`/`global_std`, one value per mel bin) or "none".
-    `dither` is the standard deviation of noise added to the waveform in training mode only.
-    `pad_to` > 0 pads the number of frames of a batch up to a multiple of it (with zeros).
-
-    `kind="waveform"` (wav2vec2-style networks) skips the spectrogram: the features are the
-    samples themselves, one per frame (`feature_dim` 1, `hop_length_ms` one sample), normalised
-    per utterance when `normalize="per_feature"`; the mel settings are then unused.
-    The normalisation divides by `sqrt(variance + variance_epsilon) + std_epsilon`, the
-    variance over N - 1 frames when `unbiased_std` (NeMo), over N otherwise. `window_periodic`
-    False gives the symmetric Hann window (NeMo). `drop_last_frame`: an utterance of L samples
-    has L // hop frames instead of L // hop + 1 (NeMo zeroes the last centred frame).
-    """
-
-    sample_rate: int = SAMPLE_RATE
-    n_fft: int = N_FFT
-    win_length_ms: float = WINDOW_MS
-    hop_length_ms: float = HOP_MS
-    n_mels: int = N_MELS
-    f_min: float = 0.0
-    f_max: float | None = None
-    preemphasis: float = 0.97
-    mel_scale: str = "slaney"
-    mel_norm: str | None = "slaney"
-    log_guard: float = 2.0**-24
-    normalize: str = "per_feature"
-    global_mean: tuple[float, ...] | None = None
-    global_std: tuple[float, ...] | None = None
-    dither: float = 1e-5
-    pad_to: int = 0
-    kind: str = "log_mel"
-    window_periodic: bool = True
-    std_epsilon: float = STD_EPSILON
-    variance_epsilon: float = 0.0
-    unbiased_std: bool = False
-    drop_last_frame: bool = False
-
-    def __post_init__(self) -> None:
-        # JSON gives lists; keep the dataclass hashable and immutable.
-        for name in ("global_mean", "global_std"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(float(v) for v in value))
-        self.validate()
-
-    @property
-    def feature_dim(self) -> int:
-        """Size F of a feature frame: `n_mels`, or 1 for waveform features."""
-        return 1 if self.kind == "waveform" else self.n_mels
-
-    @property
-    def win_length(self) -> int:
-        """Window length in samples."""
-        return round(self.sample_rate * self.win_length_ms / 1000)
-
-    @property
-    def hop_length(self) -> int:
-        """Hop between frames in samples."""
-        return round(self.sample_rate * self.hop_length_ms / 1000)
-
-    @property
-    def frame_seconds(self) -> float:
-        """Seconds between two feature frames."""
-        return self.hop_length / self.sample_rate
-
-    @property
-    def upper_frequency(self) -> float:
-        """`f_max`, or the Nyquist frequency when it is None."""
-        return self.sample_rate / 2 if self.f_max is None else float(self.f_max)
-
-    def validate(self) -> None:
-        """Raise `ConfigError` naming the first invalid setting."""
-        def fail(key: str, expected: str) -> NoReturn:
-            value = getattr(self, key)
-            raise ConfigError(f"feature config: {key} must be {expected}, got {value!r}")
-
-        if self.sample_rate <= 0:
-            fail("sample_rate", "a positive number of samples per second")
-        if self.kind not in FEATURE_KINDS:
-            fail("kind", f"one of {FEATURE_KINDS}")
-        if self.hop_length < 1:
-            fail("hop_length_ms", "at least one sample long")
-        if self.win_length < 1:
-            fail("win_length_ms", "at least one sample long")
-        if self.n_fft < self.win_length:
-            raise ConfigError(f"feature config: n_fft ({self.n_fft}) must be at least the window "
-                              f"length ({self.win_length} samples = {self.win_length_ms} ms)")
-        if self.n_mels < 1:
-            fail("n_mels", "a positive integer")
-        if self.f_min < 0:
-            fail("f_min", ">= 0 Hz")
-        if not self.f_min < self.upper_frequency <= self.sample_rate / 2:
-            fail("f_max", f"None or in (f_min={self.f_min}, {self.sample_rate / 2}] Hz")
-        if not 0.0 <= self.preemphasis < 1.0:
-            fail("preemphasis", "in [0, 1) (0 disables it)")
-        if self.mel_scale not in MEL_SCALES:
-            fail("mel_scale", f"one of {MEL_SCALES}")
-        if self.mel_norm not in MEL_NORMS:
-            fail("mel_norm", f"one of {MEL_NORMS}")
-        if not self.log_guard > 0:
-            fail("log_guard", "a positive number")
-        if self.normalize not in NORMALIZATIONS:
-            fail("normalize", f"one of {NORMALIZATIONS}")
-        if self.normalize == "global":
-            for key in ("global_mean", "global_std"):
-                value = getattr(self, key)
-                if value is None or len(value) != self.n_mels:
-                    fail(key, f"{self.n_mels} values (one per mel bin) when normalize='global'")
-            assert self.global_std is not None
-            if min(self.global_std) <= 0:
-                fail("global_std", "positive")
-        if self.dither < 0:
-            fail("dither", ">= 0")
-        if self.pad_to < 0:
-            fail("pad_to", ">= 0 (0 disables padding)")
-        if self.std_epsilon < 0 or self.variance_epsilon < 0:
-            fail("std_epsilon" if self.std_epsilon < 0 else "variance_epsilon", ">= 0")
-        if self.normalize == "per_feature" and self.std_epsilon == self.variance_epsilon == 0:
-            fail("std_epsilon", "positive when variance_epsilon is 0 (silence would divide by 0)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; `FeatureConfig.from_dict` reads it back."""
-        d = asdict(self)
-        for key in ("global_mean", "global_std"):
-            if d[key] is not None:
-                d[key] = list(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
-        """Build from a dict (a model's config.json); unknown keys raise `ConfigError`."""
-        return _from_dict(cls, d, "feature config")
-
-
-def _from_dict(cls: type[_Config], d: dict[str, Any], what: str) -> _Config:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{what}: unknown keys {unknown}; expected some of {sorted(known)}")
-    try:
-        return cls(**d)
-    except TypeError as exc:
-        raise ConfigError(f"{what}: {exc}") from exc
-
-
-# --- mel filterbank --------------------------------------------------------------------------
-
-def hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
-    """Hertz to mels: HTK (2595 log10(1 + f/700)) or Slaney (linear below 1 kHz, log above)."""
-    hz = np.asarray(hz, dtype=np.float64)
-    if scale == "htk":
-        return 2595.0 * np.log10(1.0 + hz / 700.0)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = hz / f_sp
-    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, log, linear)
-
-
-def mel_to_hz(mel: np.ndarray, scale: str = "slaney") -> np.ndarray:
-    """Inverse of `hz_to_mel`."""
-    mel = np.asarray(mel, dtype=np.float64)
-    if scale == "htk":
-        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    linear = f_sp * mel
-    log = min_log_hz * np.exp(logstep * (mel - min_log_mel))
-    return np.where(mel >= min_log_mel, log, linear)
+from harken.features_np import (  # noqa: F401 (re-exported)
+    FEATURE_KINDS,
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    HOP_MS,
+    MEL_NORMS,
+    MEL_SCALES,
+    N_FFT,
+    N_MELS,
+    NORMALIZATIONS,
+    STD_EPSILON,
+    WIN_LENGTH,
+    WINDOW_MS,
+    FeatureConfig,
+    checked_from_dict,
+    hz_to_mel,
+    mel_filters,
+    mel_to_hz,
+)
 
 
 def mel_filterbank(config: FeatureConfig) -> torch.Tensor:
-    """Triangular mel filters, shape (n_mels, n_fft // 2 + 1), float32.
-
-    Matches `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax, htk=mel_scale == "htk",
-    norm=mel_norm)`.
-    """
-    n_mels, scale = config.n_mels, config.mel_scale
-    fft_freqs = np.fft.rfftfreq(config.n_fft, d=1.0 / config.sample_rate)
-    mel_edges = np.linspace(hz_to_mel(np.array(config.f_min), scale),
-                            hz_to_mel(np.array(config.upper_frequency), scale), n_mels + 2)
-    hz_edges = mel_to_hz(mel_edges, scale)
-    widths = np.diff(hz_edges)  # (n_mels + 1,)
-    ramps = hz_edges[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_freqs)
-    rising = -ramps[:-2] / widths[:-1, None]
-    falling = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    if config.mel_norm == "slaney":  # equal area per filter
-        weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]
-    return torch.from_numpy(weights.astype(np.float32))
+    """Triangular mel filters, shape (n_mels, n_fft // 2 + 1), float32 (`mel_filters` as a
+    tensor; the same values as `librosa.filters.mel`)."""
+    return torch.from_numpy(mel_filters(config))
 
 
 # --- log-mel ---------------------------------------------------------------------------------
@@ -440,7 +246,7 @@ class SpecAugmentConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpecAugmentConfig:
         """Build from a dict; unknown keys raise `ConfigError`."""
-        return _from_dict(cls, d, "specaugment config")
+        return checked_from_dict(cls, d, "specaugment config")
 
 
 class SpecAugment(nn.Module):
@@ -493,3 +299,4 @@ class SpecAugment(nn.Module):
         valid = torch.arange(n_frames, device=device)[None, :] < lengths[:, None]
         mask &= valid[:, :, None]
         return features.masked_fill(mask.to(features.device), 0.0)
+

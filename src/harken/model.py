@@ -19,14 +19,16 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from harken.audio import SAMPLE_RATE, load_audio
 from harken.decoding import Segment, Transcript, greedy_decode
 from harken.errors import HarkenError, ModelError
+
+if TYPE_CHECKING:  # imported where used: exported models run without PyTorch
+    import torch
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -85,6 +87,8 @@ class Model:
 
     def __init__(self, config: ModelConfig, network: torch.nn.Module, tokenizer: Any,
                  path: Path | None = None, device: str | torch.device = "cpu") -> None:
+        import torch
+
         from harken.features import FeatureConfig, make_featurizer
 
         self.config = config
@@ -108,6 +112,8 @@ class Model:
         return self.feature_config.hop_length * self.network.subsampling / self.sample_rate
 
     def to(self, device: str | torch.device) -> "Model":
+        import torch
+
         self.device = torch.device(device)
         self.network.to(self.device)
         self.featurizer.to(self.device)
@@ -126,7 +132,6 @@ class Model:
                 f"vocab {self.tokenizer.vocab_size}, path={str(self.path) if self.path else None})")
 
     # -- inference ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def log_probs(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(time, vocab) CTC log-probabilities for each 16 kHz float32 waveform.
 
@@ -147,12 +152,16 @@ class Model:
 
     def _run_batch(self, audios: Sequence[np.ndarray], batch: list[int],
                    results: list[np.ndarray | None]) -> None:
+        import torch
+
         lengths = torch.tensor([len(audios[i]) for i in batch], dtype=torch.long)
         padded = torch.zeros(len(batch), int(lengths.max()), dtype=torch.float32)
         for row, i in enumerate(batch):
             padded[row, : len(audios[i])] = torch.from_numpy(np.asarray(audios[i], np.float32))
-        features, frame_lengths = self.featurizer(padded.to(self.device), lengths.to(self.device))
-        log_probs, out_lengths = self.network(features, frame_lengths)
+        with torch.inference_mode():
+            features, frame_lengths = self.featurizer(padded.to(self.device),
+                                                      lengths.to(self.device))
+            log_probs, out_lengths = self.network(features, frame_lengths)
         log_probs = log_probs.float().cpu().numpy()
         for row, i in enumerate(batch):
             results[i] = log_probs[row, : int(out_lengths[row])]
@@ -464,6 +473,34 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
     from harken.models import build_model, config_from_dict
     from harken.text import load_tokenizer
 
+    config = read_config(folder, origin, backend)
+    if backend != "torch":
+        from harken.export import load_onnx_network
+
+        network = load_onnx_network(config, folder, origin, backend, device)
+        return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
+                     path=origin, device=device)
+    try:
+        tokenizer = load_tokenizer(config.tokenizer, folder)
+        network = build_model(config.architecture,
+                              config_from_dict(config.architecture, config.network),
+                              input_dim=FeatureConfig.from_dict(config.features).feature_dim,
+                              vocab_size=tokenizer.vocab_size)
+        state = load_file(str(folder / WEIGHTS_FILE))
+        network.load_state_dict(state, strict=True)
+    except HarkenError:
+        raise
+    except SafetensorError as exc:
+        raise ModelError(f"{origin}: {WEIGHTS_FILE} is not a readable safetensors file "
+                         f"({exc})") from exc
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
+    return Model(config, network, tokenizer, path=origin, device=device)
+
+
+def read_config(folder: Path, origin: object, backend: str = "torch") -> ModelConfig:
+    """The `ModelConfig` of the model folder `folder` (`origin` names it in errors), after
+    checking the SHA-256 of every file it lists; `ModelError` for anything wrong."""
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise ModelError(f"{origin}: not a harken model ({CONFIG_FILE} is missing)")
@@ -487,29 +524,7 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
         if actual != expected:
             raise ModelError(f"{origin}: {name} is corrupt or was changed (SHA-256 {actual[:12]}... "
                              f"expected {expected[:12]}...)")
-    if backend != "torch":
-        from harken.export import load_onnx_network
-        from harken.text import load_tokenizer
-
-        network = load_onnx_network(config, folder, origin, backend, device)
-        return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
-                     path=origin, device=device)
-    try:
-        tokenizer = load_tokenizer(config.tokenizer, folder)
-        network = build_model(config.architecture,
-                              config_from_dict(config.architecture, config.network),
-                              input_dim=FeatureConfig.from_dict(config.features).feature_dim,
-                              vocab_size=tokenizer.vocab_size)
-        state = load_file(str(folder / WEIGHTS_FILE))
-        network.load_state_dict(state, strict=True)
-    except HarkenError:
-        raise
-    except SafetensorError as exc:
-        raise ModelError(f"{origin}: {WEIGHTS_FILE} is not a readable safetensors file "
-                         f"({exc})") from exc
-    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
-    return Model(config, network, tokenizer, path=origin, device=device)
+    return config
 
 
 def new_model(architecture: str, size: str = "tiny", tokenizer: Any = None,
