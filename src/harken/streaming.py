@@ -36,14 +36,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import numpy as np
-import torch
 
 from harken.audio import pcm16_to_float
 from harken.decoding import Transcript, Word, path_transcript
 from harken.errors import HarkenError
-from harken.features import STD_EPSILON, FeatureConfig, LogMel
+from harken.features_np import STD_EPSILON, FeatureConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where used: exported models stream without it
+    import torch
+
+    from harken.features import LogMel
     from harken.model import Model
     from harken.vad import Endpointer
 
@@ -86,6 +88,8 @@ class StreamingLogMel:
         self.reset()
 
     def reset(self) -> None:
+        import torch
+
         cfg = self.config
         device = self.featurizer.window.device
         self._previous = torch.zeros(1, device=device)  # last sample (pre-emphasis)
@@ -99,8 +103,11 @@ class StreamingLogMel:
     def frames_emitted(self) -> int:
         return self._emitted
 
-    def feed(self, samples: torch.Tensor) -> torch.Tensor:
+    def feed(self, samples: torch.Tensor | np.ndarray) -> torch.Tensor:
         """1-D float32 samples -> (T_new, n_mels) frames that became complete."""
+        import torch
+
+        samples = torch.as_tensor(samples)
         if samples.numel() == 0:
             return self._empty()
         cfg = self.config
@@ -116,6 +123,8 @@ class StreamingLogMel:
 
     def finish(self) -> torch.Tensor:
         """The remaining frames, with the end padded by zeros (as the offline features)."""
+        import torch
+
         cfg = self.config
         self._buffer = torch.cat([self._buffer, self._buffer.new_zeros(cfg.n_fft // 2)])
         return self._frames(self._samples // cfg.hop_length + 1 - self._emitted)
@@ -124,6 +133,8 @@ class StreamingLogMel:
         return self._buffer.new_zeros(0, self.config.n_mels)
 
     def _frames(self, count: int) -> torch.Tensor:
+        import torch
+
         if count <= 0:
             return self._empty()
         cfg, fz = self.config, self.featurizer
@@ -144,6 +155,8 @@ class StreamingLogMel:
 
     def _running_normalize(self, features: torch.Tensor) -> torch.Tensor:
         """Mean 0 and std 1 per mel bin over the frames so far (each frame: itself and before)."""
+        import torch
+
         x = features.to(torch.float64)
         sums = self._sum + torch.cumsum(x, dim=0)
         squares = self._sum_squares + torch.cumsum(x.square(), dim=0)
@@ -175,7 +188,9 @@ class _StepBackend:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.network: Any = model.network
-        self.features = StreamingLogMel(model.featurizer)
+        # numpy featurizers (harken.onnx_runtime) bring their own incremental version
+        streaming = getattr(model.featurizer, "streaming", None)
+        self.features: Any = streaming() if streaming else StreamingLogMel(model.featurizer)
         net, cfg = self.network, model.feature_config
         if getattr(net, "is_transducer", False):  # the latency of its encoder
             net = net.encoder
@@ -192,7 +207,7 @@ class _StepBackend:
         self._state = self.network.initial_state()
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
-        features = self.features.feed(torch.from_numpy(samples))
+        features = self.features.feed(samples)
         if len(features) == 0:
             return self._empty()
         return self._step(features, final=False)
@@ -206,10 +221,15 @@ class _StepBackend:
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self.network.vocab_size), np.float32)
 
-    @torch.inference_mode()
-    def _step(self, features: torch.Tensor, final: bool) -> np.ndarray:
-        log_probs, self._state = self.network.stream_step(features[None], self._state, final)
-        return log_probs[0].cpu().numpy()
+    def _step(self, features: Any, final: bool) -> np.ndarray:
+        if isinstance(features, np.ndarray):  # a network run without PyTorch
+            log_probs, self._state = self.network.stream_step(features[None], self._state, final)
+            return np.asarray(log_probs[0])
+        import torch
+
+        with torch.inference_mode():
+            log_probs, self._state = self.network.stream_step(features[None], self._state, final)
+        return log_probs[0].cpu().numpy()  # type: ignore[no-any-return]
 
 
 class _WindowBackend:
@@ -470,7 +490,7 @@ class Stream:
             whole = len(data) - len(data) % 2
             self._odd_byte = data[whole:]
             return pcm16_to_float(data[:whole])
-        if isinstance(audio, torch.Tensor):
+        if hasattr(audio, "detach"):  # a torch tensor
             audio = audio.detach().cpu().numpy()
         array = np.asarray(audio)
         if array.ndim != 1:
