@@ -153,8 +153,6 @@ def _parse_json_line(line: str, base: str) -> Utterance:
         raise _LineError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise _LineError("not valid JSON (nested too deeply)") from None
-    except RecursionError:
-        raise _LineError("not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise _LineError(f"expected a JSON object, got {type(obj).__name__}")
     audio_key = next((key for key in AUDIO_KEYS if key in obj), None)
