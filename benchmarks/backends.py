@@ -3,8 +3,10 @@
 For one model (a harken model, or a freshly initialised one of --arch/--size with a fixed seed),
 exports it to ONNX with int8, then runs each backend at each thread count in its own process
 and prints: real-time factor of the whole pipeline (log-mel + network) and of the network alone,
-load time, peak resident memory of the process, the model files' size, the fraction of frames
-whose greedy (argmax) token equals PyTorch's, and WER when --manifest is given.
+import and load time, peak resident memory of the process, the model files' size, the fraction
+of frames whose greedy (argmax) token equals PyTorch's, and WER when --manifest is given.
+"onnx no torch" is the fp32 export run by `harken.onnx_runtime` (numpy features, PyTorch not
+imported at all).
 
 Usage:
     python benchmarks/backends.py [--model PATH | --arch deepspeech2 --size small]
@@ -26,10 +28,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-BACKENDS = ("torch", "onnx-fp32", "onnx-int8")
+BACKENDS = ("torch", "onnx-fp32", "onnx-int8", "onnx no torch")
+NO_TORCH = "onnx no torch"
 
 
 def synthetic_audio(seconds: float, sample_rate: int = 16000) -> np.ndarray:
@@ -56,30 +60,57 @@ def peak_rss_mb() -> float:
 
 def child(args: argparse.Namespace) -> None:
     """Measure one backend at one thread count; print one JSON line."""
+    if args.backend == NO_TORCH:
+        child_without_torch(args)
+        return
+    began = time.perf_counter()
     import torch
 
     torch.set_num_threads(args.threads)
     from harken.model import load_model
 
+    import_seconds = time.perf_counter() - began
     began = time.perf_counter()
     model = load_model(args.path, backend=args.backend)
     load_seconds = time.perf_counter() - began
     audio = synthetic_audio(args.seconds)
-    totals, networks = [], []
     with torch.inference_mode():
         features, frames = model.featurizer(torch.from_numpy(audio)[None], None)
-        for i in range(args.repeats + 1):  # the first run warms up and is not counted
-            began = time.perf_counter()
-            log_probs = model.log_probs([audio])[0]
-            middle = time.perf_counter()
-            model.network(features, frames)
-            ended = time.perf_counter()
-            if i:
-                totals.append(middle - began)
-                networks.append(ended - middle)
+        measure(args, model, audio, features, frames, import_seconds, load_seconds)
+
+
+def child_without_torch(args: argparse.Namespace) -> None:
+    """`child` for harken.onnx_runtime, with importing torch made impossible."""
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    began = time.perf_counter()
+    from harken.onnx_runtime import load_onnx_model
+
+    import_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    model = load_onnx_model(args.path, "onnx-fp32", threads=args.threads)
+    load_seconds = time.perf_counter() - began
+    audio = synthetic_audio(args.seconds)
+    features, frames = model.featurizer(audio[None], None)
+    measure(args, model, audio, features, frames, import_seconds, load_seconds)
+
+
+def measure(args: argparse.Namespace, model: Any, audio: np.ndarray, features: Any, frames: Any,
+            import_seconds: float, load_seconds: float) -> None:
+    """Time the pipeline and the network alone; print the results as one JSON line."""
+    totals, networks = [], []
+    for i in range(args.repeats + 1):  # the first run warms up and is not counted
+        began = time.perf_counter()
+        log_probs = model.log_probs([audio])[0]
+        middle = time.perf_counter()
+        model.network(features, frames)
+        ended = time.perf_counter()
+        if i:
+            totals.append(middle - began)
+            networks.append(ended - middle)
     result = {"rtf": statistics.median(totals) / args.seconds,
               "network_rtf": statistics.median(networks) / args.seconds,
-              "load_s": load_seconds, "argmax": log_probs.argmax(-1).tolist()}
+              "import_s": import_seconds, "load_s": load_seconds,
+              "argmax": log_probs.argmax(-1).tolist()}
     if args.manifest:
         from harken.evaluate import evaluate_manifests
 
@@ -141,6 +172,7 @@ def main() -> None:
         sizes = {"torch": (torch_path / "weights.safetensors").stat().st_size,
                  "onnx-fp32": (onnx_path / config["export"]["fp32"]).stat().st_size,
                  "onnx-int8": (onnx_path / config["export"]["int8"]).stat().st_size}
+        sizes[NO_TORCH] = sizes["onnx-fp32"]
         rows = []
         for threads in args.threads:
             reference = None
@@ -166,17 +198,19 @@ def main() -> None:
           f"of audio, median of {args.repeats}; int8 quantises "
           f"{','.join(config['export']['int8_ops'])}; backend=onnx runs "
           f"{config['export']['default']}")
-    header = (f"{'threads':>7} {'backend':<10} {'RTF':>7} {'net RTF':>8} {'speed-up':>8} "
-              f"{'size MB':>8} {'peak RSS MB':>11} {'load s':>7} {'argmax=torch':>12}")
+    header = (f"{'threads':>7} {'backend':<13} {'RTF':>7} {'net RTF':>8} {'speed-up':>8} "
+              f"{'size MB':>8} {'peak RSS MB':>11} {'import s':>8} {'load s':>7} "
+              f"{'argmax=torch':>12}")
     if args.manifest:
         header += f" {'WER %':>6}"
     print(header)
     base = {}
     for threads, backend, r in rows:
         base.setdefault(threads, r["rtf"])
-        line = (f"{threads:>7} {backend:<10} {r['rtf']:>7.4f} {r['network_rtf']:>8.4f} "
+        line = (f"{threads:>7} {backend:<13} {r['rtf']:>7.4f} {r['network_rtf']:>8.4f} "
                 f"{base[threads] / r['rtf']:>7.2f}x {sizes[backend] / 1e6:>8.2f} "
-                f"{r['peak_rss_mb']:>11.0f} {r['load_s']:>7.2f} {100 * r['agree']:>11.1f}%")
+                f"{r['peak_rss_mb']:>11.0f} {r['import_s']:>8.2f} {r['load_s']:>7.2f} "
+                f"{100 * r['agree']:>11.1f}%")
         if args.manifest:
             line += f" {100 * r['wer']:>6.2f}"
         print(line)

@@ -361,7 +361,8 @@ def _numpy(x: Any) -> np.ndarray:
 def _loaded_modules() -> set[str]:
     import sys
 
-    return set(sys.modules)
+    # (a None entry is a module made unimportable, as `sys.modules["torch"] = None` does)
+    return {name for name, module in sys.modules.items() if module is not None}
 
 
 def _providers(ort: Any, device: str) -> list[str]:

@@ -277,6 +277,7 @@ class NumpyLogMel:
             raise ConfigError(f"feature config: NumpyLogMel needs kind='log_mel', got "
                               f"{config.kind!r}")
         self.window = hann_window(config.win_length, config.window_periodic)
+        self._window64 = self.window.astype(np.float64)  # rfft computes in float64 anyway
         self.mel_filters_t = np.ascontiguousarray(mel_filters(config).T)  # (n_freqs, n_mels)
         mean = config.global_mean or (0.0,) * config.n_mels
         std = config.global_std or (1.0,) * config.n_mels
@@ -320,8 +321,9 @@ class NumpyLogMel:
         usable = padded[:, start: padded.shape[1] - (cfg.n_fft - start - cfg.win_length)]
         frames = np.lib.stride_tricks.sliding_window_view(usable, cfg.win_length, axis=-1)
         frames = frames[:, :: cfg.hop_length]  # (B, T, win_length), a view
-        spectrum = np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=-1)
-        power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
+        # Windowing straight into a float64 array spares rfft a conversion of its input.
+        spectrum = np.fft.rfft(frames * self._window64, n=cfg.n_fft, axis=-1)
+        power = (np.square(spectrum.real) + np.square(spectrum.imag)).astype(np.float32)
         mel = power @ self.mel_filters_t  # (B, T, n_mels)
         return np.log(mel + np.float32(cfg.log_guard))
 
