@@ -306,3 +306,30 @@ def test_fine_tuning_keeps_the_body_and_reinitialises_a_new_output_layer(tts_cor
     assert changed and all(k.startswith(("output", "fc", "head", "decoder", "out")) for k in changed), changed
     kept = [k for k in source if k not in changed]
     assert all(torch.equal(wider[k], source[k]) for k in kept)
+
+
+def test_subtitle_cues_have_at_most_two_lines_of_42_characters():
+    from harken.decoding import Transcript, Word, group_segments
+    from harken.transcribe import format_transcript, subtitle_cues
+
+    words = [Word(w, 0.4 * i, 0.4 * i + 0.3, 0.9) for i, w in enumerate(
+        ("the quick brown fox jumps over the lazy dog and then keeps running far away "
+         "across the wide green meadow until the evening sun finally sets behind hills "
+         "supercalifragilisticexpialidociouslyextraordinarily long").split())]
+    transcript = Transcript(text=" ".join(w.word for w in words), words=words,
+                            segments=group_segments(words), duration=words[-1].end)
+    cues = subtitle_cues(transcript)
+    assert len(cues) > 1
+    assert " ".join(text.replace("\n", " ") for _, _, text in cues) == transcript.text
+    for start, end, text in cues:
+        lines = text.split("\n")
+        assert len(lines) <= 2 and start < end
+        assert all(len(line) <= 42 for line in lines if " " in line)  # one long word may overrun
+    assert all(a[1] <= b[0] for a, b in zip(cues, cues[1:]))
+    srt = format_transcript(transcript, "srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:") and srt.count(" --> ") == len(cues)
+    # Text without word times is spread over its segment.
+    untimed = Transcript(text=transcript.text, words=[], segments=[], duration=30.0)
+    spread = subtitle_cues(untimed)
+    assert spread[0][0] == 0.0 and spread[-1][1] <= 30.0 and len(spread) == 3
+    assert " ".join(text.replace("\n", " ") for _, _, text in spread) == transcript.text

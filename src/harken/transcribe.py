@@ -12,6 +12,10 @@ from harken.decoding import Segment, Transcript
 from harken.errors import HarkenError
 
 FORMATS = ("txt", "json", "srt", "vtt")
+# Subtitle cues: at most this many lines of at most this many characters (broadcast guidelines
+# use 37-42 characters and two lines), cut at word boundaries.
+SUBTITLE_LINE_CHARS = 42
+SUBTITLE_LINES = 2
 
 
 @dataclass
@@ -85,13 +89,55 @@ def format_transcript(transcript: Transcript, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(transcript.to_dict(), indent=2) + "\n"
     if fmt == "srt":
-        return "".join(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n\n"
-                       for i, s in enumerate(_segments(transcript), start=1))
+        return "".join(f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n\n"
+                       for i, (start, end, text) in enumerate(subtitle_cues(transcript), 1))
     if fmt == "vtt":
         return "WEBVTT\n\n" + "".join(
-            f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n\n"
-            for s in _segments(transcript))
+            f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n\n"
+            for start, end, text in subtitle_cues(transcript))
     raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
+                  lines: int = SUBTITLE_LINES) -> list[tuple[float, float, str]]:
+    """(start, end, text) subtitle cues: each segment cut into cues of at most `lines` lines of
+    at most `line_chars` characters (a longer single word gets a line of its own), timed by
+    their words. Text without word times is spread over its segment by character count."""
+    cues: list[tuple[float, float, str]] = []
+    for segment in _segments(transcript):
+        timed = [(w.word, w.start, w.end) for w in segment.words]
+        if not timed:  # spread the segment's time over its words by their length
+            words = segment.text.split()
+            total = max(1, sum(len(w) + 1 for w in words))
+            step = (segment.end - segment.start) / total
+            position = segment.start
+            for word in words:
+                timed.append((word, position, position + step * len(word)))
+                position += step * (len(word) + 1)
+        current: list[tuple[str, float, float]] = []
+        for item in timed:
+            if current and len(_wrap([w for w, _, _ in current + [item]], line_chars)) > lines:
+                cues.append(_cue(current, line_chars))
+                current = []
+            current.append(item)
+        if current:
+            cues.append(_cue(current, line_chars))
+    return cues
+
+
+def _wrap(words: list[str], line_chars: int) -> list[str]:
+    """Greedy line filling at word boundaries."""
+    wrapped: list[str] = []
+    for word in words:
+        if wrapped and len(wrapped[-1]) + 1 + len(word) <= line_chars:
+            wrapped[-1] += " " + word
+        else:
+            wrapped.append(word)
+    return wrapped
+
+
+def _cue(words: list[tuple[str, float, float]], line_chars: int) -> tuple[float, float, str]:
+    return words[0][1], words[-1][2], "\n".join(_wrap([w for w, _, _ in words], line_chars))
 
 
 def _segments(transcript: Transcript) -> list[Segment]:
