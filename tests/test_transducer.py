@@ -293,3 +293,13 @@ def test_training_config_selects_a_transducer_and_checks_its_settings(tmp_path) 
         load_config(toml, ["model.overrides.encoder_overrides.kernels=3"])
     with pytest.raises(ConfigError, match="ctc_weight"):
         load_config(toml, ["model.overrides.ctc_weight=1.5"])
+
+
+def test_lm_tuning_refuses_transducers(tmp_path) -> None:
+    from harken.errors import HarkenError
+    from harken.lm_tune import cached_log_probs
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    with pytest.raises(HarkenError, match="transducer models decode with their own search"):
+        cached_log_probs(tiny("conformer"), [manifest])

@@ -66,6 +66,10 @@ def cached_log_probs(model: Any, manifests: Sequence[str | os.PathLike[str]],
     `harken.evaluate.evaluate_manifests` (by default, as the model's tokenizer was trained)."""
     from harken.data import load_utterance, read_manifest
     from harken.model import split_long_audio
+
+    if getattr(model.network, "is_transducer", False):
+        raise HarkenError("LM tuning searches CTC beam search settings on CTC log-probabilities; "
+                          "transducer models decode with their own search (docs/transducer.md)")
     from harken.text import reference_normalizer
 
     normalize = reference_normalizer(model, language)
