@@ -22,8 +22,9 @@ from harken.export import export_onnx  # noqa: E402
 from harken.import_hf import import_hf  # noqa: E402
 from harken.import_nemo import import_nemo  # noqa: E402
 from harken.lm import build_lm  # noqa: E402
-from harken.model import load_model, new_model  # noqa: E402
+from harken.model import load_model  # noqa: E402
 from harken.onnx_runtime import OnnxModel, load_onnx_model  # noqa: E402
+from test_export import random_model  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -84,17 +85,6 @@ report["torch_in_modules"] = sorted(m for m, module in sys.modules.items()
 report["blocked_attempts"] = BlockTorch.attempts
 print(json.dumps(report))
 """
-
-
-def random_model(architecture: str, **overrides):
-    """A tiny model with fixed random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(0)
-    model = new_model(architecture, "tiny", **overrides)
-    for module in model.network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    return model
 
 
 @pytest.fixture(scope="module")
