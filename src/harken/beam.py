@@ -454,19 +454,7 @@ class _Hotwords:
         return table
 
     def _add(self, sequence: Sequence[int], boost: float) -> None:
-        node = 0
-        for depth, unit in enumerate(sequence, 1):
-            child = self.children[node].get(unit)
-            share = boost * depth / len(sequence)
-            if child is None:
-                child = self.children[node][unit] = len(self.children)
-                self.children.append({})
-                self.bonus.append(share)
-                self.terminal.append(False)
-            else:
-                self.bonus[child] = max(self.bonus[child], share)
-            node = child
-        self.terminal[node] = True
+        add_hotword(self.children, self.bonus, self.terminal, sequence, boost)
 
     def step(self, node: int, earned: float, can_begin: bool, unit: int
              ) -> tuple[int, float, float]:
@@ -483,6 +471,26 @@ class _Hotwords:
             if child is not None:
                 return child, self.bonus[child], change + self.bonus[child]
         return 0, 0.0, change
+
+
+def add_hotword(children: list[dict[int, int]], bonus: list[float], terminal: list[bool],
+                sequence: Sequence[int], boost: float) -> None:
+    """Insert one phrase (its units) into a hotword trie held as parallel lists: node i has
+    `children[i]` {unit: node}, earns `bonus[i]` (the phrase's boost, shared out over its
+    units so a partial match earns part of it) and is `terminal[i]` where a phrase ends."""
+    node = 0
+    for depth, unit in enumerate(sequence, 1):
+        child = children[node].get(unit)
+        share = float(boost) * depth / len(sequence)
+        if child is None:
+            child = children[node][unit] = len(children)
+            children.append({})
+            bonus.append(share)
+            terminal.append(False)
+        else:
+            bonus[child] = max(bonus[child], share)
+        node = child
+    terminal[node] = True
 
 
 @functools.lru_cache(maxsize=1)

@@ -56,6 +56,7 @@ class _HotwordTrie:
     """Token sequences of the hotwords; `bonus[node]` is what reaching `node` earns."""
 
     def __init__(self, hotwords: dict[str, float], tokenizer: Any) -> None:
+        from harken.beam import add_hotword
         from harken.text import normalize_text
 
         self.children: list[dict[int, int]] = [{}]
@@ -69,19 +70,7 @@ class _HotwordTrie:
                 sequence = tokenizer.encode(text)
             except ValueError as exc:
                 raise ConfigError(f"hotwords: {phrase!r}: {exc}") from exc
-            node = 0
-            for depth, token in enumerate(sequence, 1):
-                share = float(boost) * depth / len(sequence)
-                child = self.children[node].get(token)
-                if child is None:
-                    child = self.children[node][token] = len(self.children)
-                    self.children.append({})
-                    self.bonus.append(share)
-                    self.terminal.append(False)
-                else:
-                    self.bonus[child] = max(self.bonus[child], share)
-                node = child
-            self.terminal[node] = True
+            add_hotword(self.children, self.bonus, self.terminal, sequence, boost)
 
     def step(self, node: int, token: int) -> tuple[int, float]:
         """Follow `token` from `node`: (new node, score change)."""
