@@ -333,3 +333,29 @@ def test_subtitle_cues_have_at_most_two_lines_of_42_characters():
     spread = subtitle_cues(untimed)
     assert spread[0][0] == 0.0 and spread[-1][1] <= 30.0 and len(spread) == 3
     assert " ".join(text.replace("\n", " ") for _, _, text in spread) == transcript.text
+
+
+def test_average_checkpoints_is_the_mean_of_the_newest_ones(tmp_path):
+    from harken.train import average_checkpoints, save_checkpoint
+
+    torch.manual_seed(0)
+    network = new_model("deepspeech2", "tiny").network
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    weights = []
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.add_(float(step))
+        weights.append({k: v.clone() for k, v in network.state_dict().items()})
+        save_checkpoint(tmp_path, step, network, optimizer, scheduler, {"epoch": 0}, keep=5)
+    state, used = average_checkpoints(tmp_path, last=2)
+    assert [p.name for p in used] == ["step-00000002", "step-00000003"]
+    for name, value in state.items():
+        if value.is_floating_point():
+            expected = (weights[1][name].double() + weights[2][name].double()) / 2
+            torch.testing.assert_close(value, expected.float())
+        else:
+            assert torch.equal(value, weights[2][name])
+    with pytest.raises(ConfigError, match="no usable checkpoints"):
+        average_checkpoints(tmp_path / "empty", last=2)

@@ -31,9 +31,19 @@ def main() -> None:
     parser.add_argument("--lm", type=Path, default=None, help="KenLM binary to ship beside it")
     parser.add_argument("--decoding", type=Path, default=None,
                         help="JSON of decoding defaults (alpha, beta, beam width) from `harken lm tune`")
+    parser.add_argument("--average", type=int, default=0, metavar="N",
+                        help="ship the average of the run's last N checkpoints (0: the model as is)")
     args = parser.parse_args()
     source = args.model or (args.run / "best" if (args.run / "best").exists() else args.run / "model")
     model = load_model(source)
+    if args.average:
+        from harken.train import average_checkpoints
+
+        state, used = average_checkpoints(args.run, args.average)
+        model.network.load_state_dict(state)
+        model.config = dataclasses.replace(model.config, training={
+            **model.config.training, "averaged_checkpoints": [p.name for p in used]})
+        source = f"the average of {', '.join(p.name for p in used)}"
     decoding: dict = {}
     ASSETS.mkdir(parents=True, exist_ok=True)
     if args.lm is not None:

@@ -433,6 +433,36 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def average_checkpoints(out_dir: Path, last: int) -> tuple[dict[str, torch.Tensor], list[Path]]:
+    """The network weights averaged over the newest `last` usable checkpoints of a run.
+
+    Averaging the weights of the last checkpoints of a run (as NeMo, fairseq and icefall do)
+    smooths the noise of the final optimizer steps and usually lowers the WER a little. Floating
+    tensors (batch-norm statistics included) are averaged in float64; integer tensors (batch
+    counters) come from the newest checkpoint. Returns the state dict and the checkpoints used.
+    """
+    from safetensors.torch import load_file
+
+    if last < 1:
+        raise ConfigError(f"average: the number of checkpoints must be >= 1, got {last}")
+    root = out_dir / CHECKPOINT_DIR
+    found = sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+    usable = [p for p in found if checkpoint_problem(p) is None][-last:]
+    if not usable:
+        raise ConfigError(f"{out_dir}: no usable checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in usable:
+        for name, tensor in load_file(str(path / "model.safetensors")).items():
+            if tensor.is_floating_point():
+                total[name] = total.get(name, 0) + tensor.double()
+            else:
+                total[name] = tensor
+    for name, tensor in total.items():
+        if tensor.is_floating_point():
+            total[name] = (tensor / len(usable)).float()
+    return total, usable
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest usable checkpoint of a run, or None when it has none.
 
