@@ -406,3 +406,18 @@ def test_lm_lowers_the_wer_of_a_tiny_model(tts_corpus: Path, tmp_path: Path,
     decoder = get_decoder(model.tokenizer, DecodeOptions(lm=str(lm)))
     assert (decoder.lm_weight, decoder.word_score) in {(a, b) for a in (0.5, 1.0)
                                                        for b in (0.0, 1.0)}
+
+
+def test_hotwords_use_the_tokenizers_language() -> None:
+    """A Spanish model's hotwords keep letters outside a-z (the English normaliser would turn
+    "Peña" into "pena")."""
+    from harken.text import TextNormalizer
+
+    spanish = CharTokenizer(" abcdefghijklmnopqrstuvwxyzñáéíóú'", TextNormalizer("es"))
+    lp = emissions(spanish, spell("la pe") + [{"n": 0.6, "ñ": 0.4}, {"<blank>": 1.0}]
+                   + spell("a"))
+    assert greedy_decode(lp, spanish, FRAME).text == "la pena"
+    boosted = beam_decode(lp, spanish, FRAME, DecodeOptions(hotwords={"Peña": 5.0}))
+    assert boosted.text == "la peña"
+    restricted = beam_decode(lp, spanish, FRAME, DecodeOptions(vocabulary=["La", "Peña"]))
+    assert restricted.text == "la peña"

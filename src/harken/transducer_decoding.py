@@ -63,7 +63,8 @@ class _HotwordTrie:
         self.bonus = [0.0]
         self.terminal = [False]
         for phrase, boost in hotwords.items():
-            text = normalize_text(phrase)
+            normalizer = getattr(tokenizer, "normalizer", None)
+            text = normalizer(phrase) if normalizer is not None else normalize_text(phrase)
             if not text:
                 raise ConfigError(f"hotwords: {phrase!r} has no letters left after normalisation")
             try:
