@@ -139,11 +139,11 @@ class Decoder:
     def _lexicon_words(self) -> list[str]:
         if self.options.vocabulary is not None:
             words = [w for entry in self.options.vocabulary
-                     for w in _normalize(entry, self.tokenizer).split()]
+                     for w in self.tokenizer.normalizer(entry).split()]
         else:
             words = lm_vocabulary(self.options.lm)  # type: ignore[arg-type]
         for phrase in self.options.hotwords:
-            words.extend(_normalize(phrase, self.tokenizer).split())
+            words.extend(self.tokenizer.normalizer(phrase).split())
         return list(dict.fromkeys(w for w in words if w))
 
     def _token_lm_symbols(self) -> list[str]:
@@ -438,7 +438,7 @@ class _Hotwords:
             ends = separator | begins
         table = cls([{}], [0.0], [False], begins, ends, separator)
         for phrase, boost in hotwords.items():
-            text = _normalize(phrase, decoder.tokenizer)
+            text = decoder.tokenizer.normalizer(phrase)
             if not text:
                 raise ConfigError(f"hotwords: {phrase!r} has no letters left after normalisation")
             if decoder.lexicon:
@@ -548,14 +548,6 @@ def _first(*values: float | None) -> float:
     return float(next(v for v in values if v is not None))
 
 
-def _normalize(text: str, tokenizer: Any = None) -> str:
-    """`text` as the tokenizer's training text was normalised (its language's normaliser)."""
-    normalizer = getattr(tokenizer, "normalizer", None)
-    if normalizer is not None:
-        return str(normalizer(text))
-    from harken.text import normalize_text
-
-    return normalize_text(text)
 
 
 @functools.lru_cache(maxsize=4)

@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -37,6 +37,7 @@ SEGMENT_MAX_SECONDS = 10.0
 class WordTokenizer(Protocol):
     blank_id: int
     tokens: list[str]
+    normalizer: Callable[[str], str]  # its language's transcript normaliser (hotwords, vocabularies)
 
     def encode(self, text: str) -> list[int]: ...
 

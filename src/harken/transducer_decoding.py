@@ -57,14 +57,12 @@ class _HotwordTrie:
 
     def __init__(self, hotwords: dict[str, float], tokenizer: Any) -> None:
         from harken.beam import add_hotword
-        from harken.text import normalize_text
 
         self.children: list[dict[int, int]] = [{}]
         self.bonus = [0.0]
         self.terminal = [False]
         for phrase, boost in hotwords.items():
-            normalizer = getattr(tokenizer, "normalizer", None)
-            text = normalizer(phrase) if normalizer is not None else normalize_text(phrase)
+            text = tokenizer.normalizer(phrase)  # the model's language, as in training
             if not text:
                 raise ConfigError(f"hotwords: {phrase!r} has no letters left after normalisation")
             try:
