@@ -359,3 +359,37 @@ def test_average_checkpoints_is_the_mean_of_the_newest_ones(tmp_path):
             assert torch.equal(value, weights[2][name])
     with pytest.raises(ConfigError, match="no usable checkpoints"):
         average_checkpoints(tmp_path / "empty", last=2)
+
+
+def test_global_normalisation_statistics_are_measured_from_the_training_audio(tts_corpus, tmp_path):
+    from harken.data import load_utterance, read_manifest
+    from harken.features import FeatureConfig, LogMel, compute_global_stats
+
+    config = tiny_config(tts_corpus, tmp_path / "run", steps=2,
+                         features={"dither": 0.0, "normalize": "global"},
+                         model={"overrides": {"bidirectional": False}})
+    model = load_model(train(config))
+    featurizer = LogMel(FeatureConfig(dither=0.0, normalize="none")).eval()
+    features = [featurizer(torch.from_numpy(load_utterance(u))[None], None)[0][0]
+                for u in read_manifest(tts_corpus)]
+    lengths = torch.tensor([len(f) for f in features])
+    padded = torch.nn.utils.rnn.pad_sequence(features, batch_first=True)
+    mean, std = compute_global_stats(padded, lengths)
+    stored = model.featurizer.config
+    assert stored.normalize == "global"
+    np.testing.assert_allclose(stored.global_mean, mean.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stored.global_std, std.numpy(), rtol=1e-4, atol=1e-4)
+    # A resume reuses the statistics kept beside the checkpoints instead of measuring again.
+    stats_file = tmp_path / "run" / "global_stats.json"
+    kept = json.loads(stats_file.read_text())
+    kept["global_mean"] = [0.5] * 80
+    stats_file.write_text(json.dumps(kept))
+    resumed = tiny_config(tts_corpus, tmp_path / "run", steps=4,
+                          features={"dither": 0.0, "normalize": "global"},
+                          model={"overrides": {"bidirectional": False}})
+    assert load_model(train(resumed, resume=True)).featurizer.config.global_mean == (0.5,) * 80
+
+
+def test_global_normalisation_with_half_the_statistics_is_refused(tts_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="global_std"):
+        tiny_config(tts_corpus, tmp_path, features={"normalize": "global", "global_mean": [0.0] * 80})

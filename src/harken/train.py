@@ -234,9 +234,78 @@ def validate(config: TrainConfig) -> None:
     for entry in config.data.train:
         if entry.weight <= 0:
             raise ConfigError(f"data.train: weight of {entry.manifest} must be positive")
-    FeatureConfig.from_dict(config.features).validate()
+    features = dict(config.features)
+    if needs_global_stats(features):  # training measures them; check everything else now
+        features["normalize"] = "none"
+    FeatureConfig.from_dict(features).validate()
     specaugment_config(config.specaugment)
     model_config(config.model.architecture, config.model.size, **config.model.overrides)
+
+
+def needs_global_stats(features: dict[str, Any]) -> bool:
+    """True for `normalize = "global"` without `global_mean`/`global_std`: training measures them."""
+    return (features.get("normalize") == "global"
+            and features.get("global_mean") is None and features.get("global_std") is None)
+
+
+GLOBAL_STATS_FILE = "global_stats.json"
+
+
+def measure_global_stats(config: TrainConfig, max_utterances: int = 2000) -> dict[str, list[float]]:
+    """Mean and standard deviation per mel bin of the training audio (no augmentation).
+
+    Over a random sample (seeded by `run.seed`) of at most `max_utterances` of the first epoch's
+    weighted mixture, each utterance featurised alone as at inference. An utterance that cannot be
+    read is logged and skipped. Returns {"global_mean": [...], "global_std": [...]}.
+    """
+    from harken.data import DatasetSpec, load_utterance, mix_datasets
+    from harken.errors import AudioError
+    from harken.features import STD_EPSILON, FeatureConfig, LogMel
+
+    specs = [DatasetSpec(manifest=e.manifest, weight=e.weight, min_duration=e.min_duration,
+                         max_duration=e.max_duration or config.data.max_duration)
+             for e in config.data.train]
+    items = mix_datasets(specs, 0, config.run.seed)
+    rng = np.random.default_rng([config.run.seed, 0x5747])
+    chosen = rng.choice(len(items), size=min(max_utterances, len(items)), replace=False)
+    featurizer = LogMel(FeatureConfig.from_dict({**config.features, "normalize": "none",
+                                                 "global_mean": None, "global_std": None}))
+    featurizer.eval()
+    total = square = None
+    frames = 0
+    for index in sorted(chosen.tolist()):
+        utterance = items[index][0]
+        try:
+            audio = torch.from_numpy(load_utterance(utterance, featurizer.config.sample_rate))
+        except AudioError as error:
+            log.warning("global statistics: skipped %s", error)
+            continue
+        with torch.no_grad():
+            x = featurizer(audio[None], torch.tensor([len(audio)]))[0][0].to(torch.float64)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        square = x.square().sum(0) if square is None else square + x.square().sum(0)
+        frames += len(x)
+    if not frames or total is None or square is None:
+        raise ConfigError("features.normalize = 'global': no training audio could be read to "
+                          "measure the statistics")
+    mean = total / frames
+    std = (square / frames - mean.square()).clamp(min=0).sqrt() + STD_EPSILON
+    log.info("global feature statistics from %d utterances (%d frames)", len(chosen), frames)
+    return {"global_mean": mean.tolist(), "global_std": std.tolist()}
+
+
+def _with_global_stats(config: TrainConfig, out_dir: Path, rank: int) -> TrainConfig:
+    """The config with measured global statistics, kept in `out_dir` so that a resume reuses them."""
+    path = out_dir / GLOBAL_STATS_FILE
+    if rank == 0 and not path.exists():
+        stats = measure_global_stats(config)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, path)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    stats = json.loads(path.read_text())
+    return dataclasses.replace(config, features={**config.features, **stats})
 
 
 def specaugment_config(settings: dict[str, Any]):
@@ -634,6 +703,8 @@ def train(config: TrainConfig, resume: bool = False,
     if not resume and latest_checkpoint(out_dir) is not None:
         raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose "
                           "another run.out_dir")
+    if needs_global_stats(config.features):
+        config = _with_global_stats(config, out_dir, rank)
     if rank == 0:
         (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
