@@ -388,6 +388,9 @@ def test_global_normalisation_statistics_are_measured_from_the_training_audio(tt
                           features={"dither": 0.0, "normalize": "global"},
                           model={"overrides": {"bidirectional": False}})
     assert load_model(train(resumed, resume=True)).featurizer.config.global_mean == (0.5,) * 80
+    stats_file.write_text('{"global_mean": [0.5]')
+    with pytest.raises(ConfigError, match="global_stats.json: unreadable .* delete the file"):
+        train(resumed, resume=True)
 
 
 def test_global_normalisation_with_half_the_statistics_is_refused(tts_corpus, tmp_path):

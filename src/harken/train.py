@@ -304,7 +304,12 @@ def _with_global_stats(config: TrainConfig, out_dir: Path, rank: int) -> TrainCo
         os.replace(tmp, path)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    stats = json.loads(path.read_text())
+    try:
+        stats = json.loads(path.read_text())
+        stats = {key: [float(v) for v in stats[key]] for key in ("global_mean", "global_std")}
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ConfigError(f"{path}: unreadable global feature statistics ({error}); delete the "
+                          "file to measure them again") from None
     return dataclasses.replace(config, features={**config.features, **stats})
 
 
