@@ -382,7 +382,8 @@ class Stream:
 
     @property
     def exact(self) -> bool:
-        """Whether the network runs step by step (results equal offline decoding)."""
+        """Whether the network runs step by step: results then equal offline decoding, except
+        that a model with "per_feature" normalisation streams with running statistics."""
         return isinstance(self.backend, _StepBackend)
 
     @property
