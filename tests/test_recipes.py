@@ -81,3 +81,28 @@ def test_commonvoice_recipe_end_to_end_for_spanish(tmp_path):
     scores = results(exp / "conformer-ctc/results.txt")
     assert sorted(scores) == ["test greedy", "test with LM"]
     assert all(s["n"] == 1 for s in scores.values())
+
+
+def test_en_small_prepare_keeps_every_test_speaker_out_of_training(tmp_path):
+    """FSDD's official split has the same speakers on both sides: the recipe holds 2 out."""
+    corpora = tmp_path / "corpora"
+    splits = {"fsdd": {"train": ["ann", "bob", "cid", "dee"], "test": ["ann", "bob", "cid", "dee"]},
+              "an4": {"train": ["x1", "x2", "x3"], "test": ["x4"]}}  # an4: disjoint already
+    for corpus, by_split in splits.items():
+        folder = corpora / corpus
+        folder.mkdir(parents=True)
+        for split, names in by_split.items():
+            rows = [{"audio": f"{s}_{split}_{i}.ogg", "text": "one", "duration": 0.5,
+                     "speaker": s, "id": f"{s}_{split}_{i}"} for s in names for i in range(3)]
+            (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "data"
+    subprocess.run([sys.executable, "recipes/en-small/prepare.py", "--corpora", str(corpora),
+                    "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+
+    def speakers(name):
+        return {json.loads(line)["speaker"] for line in (out / name).read_text().splitlines()}
+
+    for corpus in ("fsdd", "an4"):
+        assert not speakers(f"train_{corpus}.jsonl") & speakers(f"test_{corpus}.jsonl"), corpus
+    assert len(speakers("test_fsdd.jsonl")) == 2
+    assert len((out / "test_fsdd.jsonl").read_text().splitlines()) == 2 * 6  # both splits

@@ -5,6 +5,8 @@ Writes into OUT (default exp/en-small/data):
   minus the dev speakers;
 - dev.jsonl: a speaker-disjoint dev set cut from the train splits (never the test splits);
 - test_<corpus>.jsonl: the official test splits, untouched, for the final evaluation only;
+  except FSDD, whose official split has the same six speakers on both sides: its test file holds
+  every recording of 2 held-out speakers, and training has none of them;
 - test_librivox.jsonl: the five LibriVox clips of Debian's pocketsphinx-testdata package
   (`apt-get install pocketsphinx-testdata`), when installed: read English speech neither model
   trained on.
@@ -22,6 +24,9 @@ from pathlib import Path
 
 # Speakers held out of training for the dev set, per corpus (chosen at random, seeded).
 DEV_SPEAKERS = {"speechocean762": 12, "an4": 6, "fsdd": 0}
+# Corpora whose official test split shares its speakers with the train split: this many speakers
+# are held out, all their recordings (both splits) become the test set.
+TEST_SPEAKERS = {"fsdd": 2}
 SEED = 762
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
@@ -59,12 +64,18 @@ def main() -> None:
             continue
         train_file = folder / "train.jsonl"
         rows = read(train_file if train_file.exists() else folder / "manifest.jsonl")
+        test = read(folder / "test.jsonl") if (folder / "test.jsonl").exists() else []
+        if corpus in TEST_SPEAKERS:
+            speakers = sorted({r["speaker"] for r in rows + test})
+            unseen = set(rng.sample(speakers, min(TEST_SPEAKERS[corpus], len(speakers) - 1)))
+            test = [r for r in rows + test if r["speaker"] in unseen]
+            rows = [r for r in rows if r["speaker"] not in unseen]
         speakers = sorted({r["speaker"] for r in rows})
         held = set(rng.sample(speakers, min(DEV_SPEAKERS.get(corpus, 0), len(speakers) - 1)))
         dev += [r for r in rows if r["speaker"] in held]
         write(args.out / f"train_{corpus}.jsonl", [r for r in rows if r["speaker"] not in held])
-        if (folder / "test.jsonl").exists():
-            write(args.out / f"test_{corpus}.jsonl", read(folder / "test.jsonl"))
+        if test:
+            write(args.out / f"test_{corpus}.jsonl", test)
     write(args.out / "dev.jsonl", dev)
     if (LIBRIVOX / "transcription").exists():
         write(args.out / "test_librivox.jsonl", librivox_rows(LIBRIVOX))
