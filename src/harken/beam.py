@@ -548,8 +548,6 @@ def _first(*values: float | None) -> float:
     return float(next(v for v in values if v is not None))
 
 
-
-
 @functools.lru_cache(maxsize=4)
 def _load_kenlm_cached(path: str, stamp: tuple[int, int], entries: tuple[str, ...]) -> Any:
     from flashlight.lib.text.decoder.kenlm import KenLM

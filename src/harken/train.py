@@ -258,20 +258,18 @@ def measure_global_stats(config: TrainConfig, max_utterances: int = 2000) -> dic
     weighted mixture, each utterance featurised alone as at inference. An utterance that cannot be
     read is logged and skipped. Returns {"global_mean": [...], "global_std": [...]}.
     """
-    from harken.data import DatasetSpec, load_utterance, mix_datasets
+    from harken.data import load_utterance, mix_datasets
     from harken.errors import AudioError
     from harken.features import STD_EPSILON, FeatureConfig, LogMel
 
-    specs = [DatasetSpec(manifest=e.manifest, weight=e.weight, min_duration=e.min_duration,
-                         max_duration=e.max_duration or config.data.max_duration)
-             for e in config.data.train]
-    items = mix_datasets(specs, 0, config.run.seed)
+    items = mix_datasets(dataset_specs(config), 0, config.run.seed)
     rng = np.random.default_rng([config.run.seed, 0x5747])
     chosen = rng.choice(len(items), size=min(max_utterances, len(items)), replace=False)
     featurizer = LogMel(FeatureConfig.from_dict({**config.features, "normalize": "none",
                                                  "global_mean": None, "global_std": None}))
     featurizer.eval()
-    total = square = None
+    total = torch.zeros(featurizer.config.n_mels, dtype=torch.float64)
+    square = torch.zeros_like(total)
     frames = 0
     for index in sorted(chosen.tolist()):
         utterance = items[index][0]
@@ -282,16 +280,26 @@ def measure_global_stats(config: TrainConfig, max_utterances: int = 2000) -> dic
             continue
         with torch.no_grad():
             x = featurizer(audio[None], torch.tensor([len(audio)]))[0][0].to(torch.float64)
-        total = x.sum(0) if total is None else total + x.sum(0)
-        square = x.square().sum(0) if square is None else square + x.square().sum(0)
+        total += x.sum(0)
+        square += x.square().sum(0)
         frames += len(x)
-    if not frames or total is None or square is None:
+    if not frames:
         raise ConfigError("features.normalize = 'global': no training audio could be read to "
                           "measure the statistics")
     mean = total / frames
     std = (square / frames - mean.square()).clamp(min=0).sqrt() + STD_EPSILON
     log.info("global feature statistics from %d utterances (%d frames)", len(chosen), frames)
     return {"global_mean": mean.tolist(), "global_std": std.tolist()}
+
+
+def dataset_specs(config: TrainConfig) -> list[Any]:
+    """The training mixture's `harken.data.DatasetSpec`s, the run's max_duration filled in."""
+    from harken.data import DatasetSpec
+
+    return [DatasetSpec(manifest=e.manifest, weight=e.weight, augment=e.augment,
+                        min_duration=e.min_duration,
+                        max_duration=e.max_duration or config.data.max_duration)
+            for e in config.data.train]
 
 
 def _with_global_stats(config: TrainConfig, out_dir: Path, rank: int) -> TrainConfig:
@@ -686,7 +694,7 @@ def train(config: TrainConfig, resume: bool = False,
     `on_step(step)` is called after every optimizer step and checkpoint (for monitoring or
     stopping a run: an exception raised there ends it like a kill would).
     """
-    from harken.data import DatasetSpec, SpeechDataset, collate, mix_datasets
+    from harken.data import SpeechDataset, collate, mix_datasets
     from harken.features import SpecAugment
 
     world, rank, local_rank = _distributed()
@@ -725,10 +733,7 @@ def train(config: TrainConfig, resume: bool = False,
     specaugment_settings = specaugment_config(config.specaugment)
     specaugment = SpecAugment(specaugment_settings).to(device) if specaugment_settings else None
 
-    specs = [DatasetSpec(manifest=e.manifest, weight=e.weight, augment=e.augment,
-                         min_duration=e.min_duration,
-                         max_duration=e.max_duration or config.data.max_duration)
-             for e in config.data.train]
+    specs = dataset_specs(config)
     augmenters = [_augmenter(e.augment) for e in config.data.train]
 
     normalize = tokenizer.normalizer
