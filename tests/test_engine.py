@@ -387,7 +387,13 @@ def test_global_normalisation_statistics_are_measured_from_the_training_audio(tt
     resumed = tiny_config(tts_corpus, tmp_path / "run", steps=4,
                           features={"dither": 0.0, "normalize": "global"},
                           model={"overrides": {"bidirectional": False}})
-    assert load_model(train(resumed, resume=True)).featurizer.config.global_mean == (0.5,) * 80
+    tuned = train(resumed, resume=True)
+    assert load_model(tuned).featurizer.config.global_mean == (0.5,) * 80
+    # Fine-tuning keeps the statistics its initial network learned with (no new measurement).
+    finetune = tiny_config(tts_corpus, tmp_path / "ft", steps=1,
+                           features={"dither": 0.0, "normalize": "global"},
+                           model={"overrides": {"bidirectional": False}, "init_from": str(tuned)})
+    assert load_model(train(finetune)).featurizer.config.global_mean == (0.5,) * 80
     stats_file.write_text('{"global_mean": [0.5]')
     with pytest.raises(ConfigError, match="global_stats.json: unreadable .* delete the file"):
         train(resumed, resume=True)

@@ -106,3 +106,22 @@ def test_en_small_prepare_keeps_every_test_speaker_out_of_training(tmp_path):
         assert not speakers(f"train_{corpus}.jsonl") & speakers(f"test_{corpus}.jsonl"), corpus
     assert len(speakers("test_fsdd.jsonl")) == 2
     assert len((out / "test_fsdd.jsonl").read_text().splitlines()) == 2 * 6  # both splits
+
+
+def test_en_small_finetune_config_keeps_the_model_it_starts_from():
+    """The fine-tuning stage may change the data mixture and the schedule, never the network,
+    tokenizer or features it inherits (the weights would not fit, or would hear another scale)."""
+    from harken.train import load_config
+
+    base = load_config(ROOT / "recipes/en-small/config.toml")
+    tuned = load_config(ROOT / "recipes/en-small/finetune.toml")
+    for section in ("tokenizer", "features", "specaugment"):
+        assert getattr(tuned, section) == getattr(base, section), section
+    assert (tuned.model.architecture, tuned.model.size, tuned.model.overrides) == (
+        base.model.architecture, base.model.size, base.model.overrides)
+    assert tuned.model.init_from and not base.model.init_from
+    assert tuned.run.out_dir != base.run.out_dir
+    assert tuned.optim.lr < base.optim.lr
+    manifests = {e.manifest for e in base.data.train}
+    assert manifests < {e.manifest for e in tuned.data.train}
+    assert tuned.data.dev == base.data.dev

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # The en-small recipe, one command per stage; every stage can be re-run after an interruption
 # (finished work is kept). Run from the repository root:
-#   bash recipes/en-small/run.sh STAGE      # prepare | synth | train | lm | tune | evaluate | package
+#   bash recipes/en-small/run.sh STAGE      # prepare | synth | train | finetune | lm | tune | evaluate | package
 # SHARED points at the shared corpora and text (default ../shared).
 set -euo pipefail
 SHARED=${SHARED:-../shared}
 EXP=exp/en-small
-stage=${1:?usage: run.sh prepare|synth|train|lm|tune|evaluate|package}
+stage=${1:?usage: run.sh prepare|synth|train|finetune|lm|tune|evaluate|package}
 case "$stage" in
   prepare)   # manifests: train splits minus dev speakers, dev, official tests (absolute paths)
     python recipes/en-small/prepare.py --corpora "$SHARED/corpora" --out "$EXP/data" ;;
-  synth)     # 8 h of multi-voice synthetic speech (keeps rendered files on re-run)
-    harken data synth --text "$SHARED/text/prompts.txt" --out "$EXP/synth" --hours 8 --seed 0 --format flac ;;
+  synth)     # 8 h of multi-voice synthetic speech from the TTS prompts, then 4 h of book sentences
+             # read by the most natural voices (flite, festival) for fine-tuning (keeps rendered
+             # files on re-run)
+    harken data synth --text "$SHARED/text/prompts.txt" --out "$EXP/synth" --hours 8 --seed 0 --format flac
+    harken data synth --text "$SHARED/text/corpus.txt.gz" --out "$EXP/synth-books" --hours 4 --seed 1 \
+      --engines flite festival --format flac ;;
   train)     # resumes from the latest checkpoint when there is one
     if [ -f "$EXP/run/checkpoints/latest" ]; then resume=--resume; else resume=; fi
     harken train recipes/en-small/config.toml $resume "${@:2}" ;;
+  finetune)  # more native read speech, lower learning rate, from INIT (default: the main run's best)
+    if [ -f "$EXP/run-read/checkpoints/latest" ]; then resume=--resume; else resume=; fi
+    harken train recipes/en-small/finetune.toml $resume --set "model.init_from=\"${INIT:-$EXP/run/best}\"" "${@:2}" ;;
   lm)        # 3-gram word LM from the public-domain text plus the training transcripts (counted
              # 10 times: spelled letters, digits and read prompts are rare in books), pruned and
              # 8-bit quantised. Test and dev transcripts never enter it.

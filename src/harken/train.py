@@ -302,11 +302,31 @@ def dataset_specs(config: TrainConfig) -> list[Any]:
             for e in config.data.train]
 
 
+def _init_model_stats(config: TrainConfig) -> dict[str, list[float]] | None:
+    """The global statistics of the `init_from` model, when it has them for these features.
+
+    A fine-tuned network keeps the input scale it learned: statistics measured afresh on another
+    mixture would shift every input at the first step.
+    """
+    if not config.model.init_from:
+        return None
+    from harken.features import FeatureConfig
+    from harken.model import load_model
+
+    source = load_model(config.model.init_from).featurizer.config
+    n_mels = FeatureConfig.from_dict({**config.features, "normalize": "none"}).n_mels
+    if source.normalize != "global" or source.global_mean is None or source.n_mels != n_mels:
+        return None
+    log.info("global feature statistics from %s (fine-tuning keeps them)", config.model.init_from)
+    return {"global_mean": [float(v) for v in source.global_mean],
+            "global_std": [float(v) for v in source.global_std]}
+
+
 def _with_global_stats(config: TrainConfig, out_dir: Path, rank: int) -> TrainConfig:
     """The config with measured global statistics, kept in `out_dir` so that a resume reuses them."""
     path = out_dir / GLOBAL_STATS_FILE
     if rank == 0 and not path.exists():
-        stats = measure_global_stats(config)
+        stats = _init_model_stats(config) or measure_global_stats(config)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(stats))
         os.replace(tmp, path)
