@@ -67,7 +67,7 @@ def test_the_bundled_model_hears_words_of_the_shipped_example():
     store", a flite voice it never trained on). Raise the floor as the model improves."""
     model = load_model()
     with_lm = model.transcribe(EXAMPLES / "stella.wav").text.split()
-    assert {"things", "with", "her", "from", "store"} <= set(with_lm), with_lm
+    assert {"bring", "these", "things", "with", "from"} <= set(with_lm), with_lm
 
 
 def _flite(text: str, voice: str, path: Path) -> Path:
@@ -79,8 +79,9 @@ def _flite(text: str, voice: str, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("voice, text, heard", [
-    ("slt", "one two three four five", "one two three four five"),
+    ("kal", "one two three four five", "one two three four five"),
     ("awb", "one two three four five", "one two three four five"),
+    ("slt", "six seven eight nine zero", "six seven nine zero"),
     ("awb", "six seven eight nine zero", "six seven nine zero"),
 ])
 def test_the_bundled_model_hears_generated_digits(voice, text, heard, tmp_path):

@@ -30,12 +30,14 @@ case "$stage" in
     harken lm build "${texts[@]}" --order 3 --prune 0 1 2 --out "$EXP/lm/en-small"
     build_binary=$(command -v build_binary || echo "${HARKEN_KENLM_BIN:-.cache/kenlm/bin}/build_binary")
     "$build_binary" -a 22 -q 8 -b 8 trie "$EXP/lm/en-small.arpa" "$EXP/lm/en-small-q8.bin" ;;
-  tune)      # alpha/beta on the dev set (never the test sets)
-    harken lm tune "$EXP/data/dev.jsonl" --model "$EXP/run/best" --lm "$EXP/lm/en-small-q8.bin" --write ;;
+  tune)      # alpha/beta on the dev set (never the test sets), for the fine-tuned model
+    harken lm tune "$EXP/data/dev.jsonl" --model "$EXP/run-read/model" --lm "$EXP/lm/en-small-q8.bin" --write ;;
   evaluate)  # the official test splits, greedy and with the LM, against PocketSphinx
     python benchmarks/accuracy.py "$EXP"/data/test_*.jsonl --model src/harken/assets/en-small.harken ;;
-  package)   # best model (float16) + LM into src/harken/assets, SHA-256 recorded
-    python recipes/en-small/package.py --run "$EXP/run" --lm "$EXP/lm/en-small-q8.bin" \
+  package)   # the fine-tuning's last 3 checkpoints averaged (float16) + LM into src/harken/assets,
+             # SHA-256 recorded
+    python recipes/en-small/package.py --run "$EXP/run-read" --model "$EXP/run-read/model" --average 3 \
+      --lm "$EXP/lm/en-small-q8.bin" \
       ${DECODING:+--decoding "$DECODING"} ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
