@@ -19,9 +19,10 @@ case "$stage" in
   train)     # resumes from the latest checkpoint when there is one
     if [ -f "$EXP/run/checkpoints/latest" ]; then resume=--resume; else resume=; fi
     harken train recipes/en-small/config.toml $resume "${@:2}" ;;
-  finetune)  # more native read speech, lower learning rate, from INIT (default: the main run's best)
+  finetune)  # more native read speech, lower learning rate, from INIT (default, in finetune.toml:
+             # the main run's best)
     if [ -f "$EXP/run-read/checkpoints/latest" ]; then resume=--resume; else resume=; fi
-    harken train recipes/en-small/finetune.toml $resume --set "model.init_from=\"${INIT:-$EXP/run/best}\"" "${@:2}" ;;
+    harken train recipes/en-small/finetune.toml $resume ${INIT:+--set "model.init_from=\"$INIT\""} "${@:2}" ;;
   lm)        # 3-gram word LM from the public-domain text plus the training transcripts (counted
              # 10 times: spelled letters, digits and read prompts are rare in books), pruned and
              # 8-bit quantised. Test and dev transcripts never enter it.
