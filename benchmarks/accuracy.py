@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from harken.audio import float_to_pcm16, load_audio
-from harken.data import read_manifest
-from harken.decoding import GREEDY
-from harken.evaluate import error_rates
+from harken.training.data import read_manifest
+from harken.decoding.options import GREEDY
+from harken.training.evaluate import error_rates
 from harken.model import load_model
 from harken.text import normalize_text
 

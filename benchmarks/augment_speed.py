@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from harken.audio import SAMPLE_RATE, load_audio
-from harken.augment import AugmentConfig, build_augmenter
+from harken.training.augment import AugmentConfig, build_augmenter
 
 
 def _speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:

@@ -5,7 +5,7 @@ exports it to ONNX with int8, then runs each backend at each thread count in its
 and prints: real-time factor of the whole pipeline (log-mel + network) and of the network alone,
 import and load time, peak resident memory of the process, the model files' size, the fraction
 of frames whose greedy (argmax) token equals PyTorch's, and WER when --manifest is given.
-"onnx no torch" is the fp32 export run by `harken.onnx_runtime` (numpy features, PyTorch not
+"onnx no torch" is the fp32 export run by `harken.interop.onnx_runtime` (numpy features, PyTorch not
 imported at all).
 
 Usage:
@@ -80,10 +80,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def child_without_torch(args: argparse.Namespace) -> None:
-    """`child` for harken.onnx_runtime, with importing torch made impossible."""
+    """`child` for harken.interop.onnx_runtime, with importing torch made impossible."""
     sys.modules["torch"] = None  # type: ignore[assignment]
     began = time.perf_counter()
-    from harken.onnx_runtime import load_onnx_model
+    from harken.interop.onnx_runtime import load_onnx_model
 
     import_seconds = time.perf_counter() - began
     began = time.perf_counter()
@@ -112,8 +112,8 @@ def measure(args: argparse.Namespace, model: Any, audio: np.ndarray, features: A
               "import_s": import_seconds, "load_s": load_seconds,
               "argmax": log_probs.argmax(-1).tolist()}
     if args.manifest:
-        from harken.decoding import GREEDY
-        from harken.evaluate import evaluate_manifests
+        from harken.decoding.options import GREEDY
+        from harken.training.evaluate import evaluate_manifests
 
         # Greedy: the acoustic models are compared (an LM stored with the model is not exported).
         result["wer"] = evaluate_manifests(model, [args.manifest], GREEDY, limit=args.limit,
@@ -126,7 +126,7 @@ def prepare(args: argparse.Namespace, folder: Path) -> tuple[Path, Path, str]:
     """Write the PyTorch model and its ONNX export under `folder`."""
     import torch
 
-    from harken import export
+    from harken.interop import onnx_export as export
     from harken.model import load_model, new_model
 
     if args.model:
@@ -183,7 +183,7 @@ def main() -> None:
                            "--path", str(torch_path if backend == "torch" else onnx_path),
                            "--threads", str(threads), "--seconds", str(args.seconds),
                            "--repeats", str(args.repeats)]
-                if args.manifest and backend != NO_TORCH:  # scoring needs harken.evaluate (torch);
+                if args.manifest and backend != NO_TORCH:  # scoring needs harken.training.evaluate (torch);
                     command += ["--manifest", args.manifest]  # its outputs equal onnx-fp32's
                     if args.limit:
                         command += ["--limit", str(args.limit)]

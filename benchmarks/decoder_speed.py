@@ -9,7 +9,7 @@ accurate).
 The emissions are synthetic but shaped like a character CTC model's: held-out sentences of
 ../shared/text (or generated text), each character one or two frames at 25 frames/s with
 blanks between, Gaussian noise on the logits and, now and then, a confusable letter nearly as
-probable as the right one. The LM is a word 3-gram built by `harken.lm.build_lm` from other
+probable as the right one. The LM is a word 3-gram built by `harken.decoding.lm.build_lm` from other
 sentences of the same text.
 
     pip install pyctcdecode            # for the benchmark only
@@ -30,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harken.decoding import DecodeOptions, get_decoder, greedy_decode
-from harken.evaluate import error_rates
-from harken.lm import build_lm, lm_vocabulary
+from harken.decoding.options import DecodeOptions
+from harken.decoding.ctc_beam import get_decoder
+from harken.decoding.greedy import greedy_decode
+from harken.training.evaluate import error_rates
+from harken.decoding.lm import build_lm, lm_vocabulary
 from harken.text import CharTokenizer
 
 SHARED_TEXT = Path(__file__).resolve().parents[2] / "shared" / "text" / "corpus.txt.gz"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from harken.model import new_model
-from harken.models import count_parameters
+from harken.models.registry import count_parameters
 
 STREAMING_DS2 = {"bidirectional": False, "lookahead": 8, "rnn_hidden": 320, "rnn_layers": 4,
                  "time_stride": 4}

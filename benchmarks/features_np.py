@@ -24,7 +24,7 @@ from backends import synthetic_audio  # noqa: E402
 
 from harken.features import FeatureConfig, LogMel  # noqa: E402
 from harken.features_np import NumpyLogMel  # noqa: E402
-from harken.import_nemo import preprocessor_features  # noqa: E402
+from harken.interop.import_nemo import preprocessor_features  # noqa: E402
 
 
 def median_seconds(run, repeats: int) -> float:

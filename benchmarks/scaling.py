@@ -1,7 +1,7 @@
 """Batch transcription throughput: 1 vs N worker processes (and Ray actors) on this machine.
 
 Generates `--files` WAV files of `--seconds` each (tones in noise, cut by pauses), then runs
-`harken.batch.run_batch` into a fresh folder per configuration and prints files/s, audio
+`harken.serving.batch_jobs.run_batch` into a fresh folder per configuration and prints files/s, audio
 seconds per second, the real-time factor (wall seconds per audio second, all workers together)
 the speed-up over one worker, and CPU seconds per audio second (this process and its worker
 processes; not measured for Ray, whose workers are not our children). Wall time includes starting
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from harken.batch import BatchSettings, collect_inputs, run_batch
+from harken.serving.batch_jobs import BatchSettings, collect_inputs, run_batch
 
 
 def make_audio(folder: Path, files: int, seconds: float) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from harken.augment import (
+from harken.training.augment import (
     AugmentConfig,
     add_noise,
     band_limit,
@@ -318,7 +318,7 @@ def test_missing_sources_are_config_errors(tmp_path):
 
 def test_preview_writes_examples_and_spectrograms(tmp_path):
     pytest.importorskip("matplotlib")
-    from harken.augment import preview
+    from harken.training.augment import preview
 
     sf.write(tmp_path / "a.wav", _speech_like(1.0), RATE)
     written = preview([tmp_path / "a.wav"], tmp_path / "out", AugmentConfig(), examples=2)

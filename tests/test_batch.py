@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from harken.batch import (BatchSettings, Progress, collect_inputs, output_formats, read_audio_list,
+from harken.cli.transcribe import output_formats
+from harken.serving.batch_jobs import (BatchSettings, Progress, collect_inputs, read_audio_list,
                           read_summary, run_batch)
 from harken.cli import main as cli_main
 from harken.errors import ConfigError, ManifestError
@@ -175,7 +176,7 @@ def test_a_failure_inside_a_batch_costs_only_its_own_file(tmp_path):
         def transcribe_batch(self, waves, options, vad):
             if any(len(w) == 3 for w in waves):
                 raise RuntimeError("boom")
-            from harken.decoding import Transcript
+            from harken.decoding.types import Transcript
             return [Transcript(text=str(len(w))) for w in waves]
 
     for n in (2, 3, 4):

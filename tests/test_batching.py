@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harken.batching import StreamStepBatcher, batch_stream_steps
+from harken.serving.batching import StreamStepBatcher, batch_stream_steps
 from harken.streaming import StreamingLogMel
 
 from test_server import bursts, tiny_streaming_model

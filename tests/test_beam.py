@@ -13,11 +13,12 @@ import pytest
 
 pytest.importorskip("flashlight.lib.text")
 
-from harken import beam  # noqa: E402
-from harken.decoding import (DecodeOptions, beam_decode, get_decoder, greedy_decode,  # noqa: E402
-                             resolve_options)
+from harken.decoding import ctc_beam as beam  # noqa: E402
+from harken.decoding.options import DecodeOptions, resolve_options
+from harken.decoding.ctc_beam import beam_decode, get_decoder
+from harken.decoding.greedy import greedy_decode
 from harken.errors import ConfigError  # noqa: E402
-from harken.lm import build_lm, write_lm_info  # noqa: E402
+from harken.decoding.lm import build_lm, write_lm_info  # noqa: E402
 from harken.text import CharTokenizer, train_sentencepiece  # noqa: E402
 
 FRAME = 0.04
@@ -380,9 +381,9 @@ def test_lm_lowers_the_wer_of_a_tiny_model(tts_corpus: Path, tmp_path: Path,
     from test_engine import tiny_config
 
     from harken.cli import main as cli_main
-    from harken.evaluate import error_rates
+    from harken.training.evaluate import error_rates
     from harken.model import load_model
-    from harken.train import train
+    from harken.training.loop import train
 
     model_path = train(tiny_config(tts_corpus, tmp_path / "run", "deepspeech2", 70))
     model = load_model(model_path)

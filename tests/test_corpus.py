@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from harken.corpus import (
+from harken.training.corpus import (
     combine,
     filter_utterances,
     read_manifests,

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import hostile_inputs as hostile
 from harken.errors import ConfigError
-from harken.train import (CHECKPOINT_DIR, checkpoint_problem, latest_checkpoint, load_config,
+from harken.training.loop import (CHECKPOINT_DIR, checkpoint_problem, latest_checkpoint, load_config,
                           train)
 
 STEPS = 24
@@ -150,7 +150,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(reference, c
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01  # one flipped bit in the last weight
     weights.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="harken.train"):
+    with caplog.at_level(logging.WARNING, logger="harken.training.loop"):
         fallback = latest_checkpoint(out_dir)
     assert fallback is not None and fallback.name == "step-00000008"
     assert "model.safetensors is damaged (SHA-256 mismatch)" in caplog.text

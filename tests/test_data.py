@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from harken.data import (
+from harken.training.data import (
     Batch,
     BucketBatchSampler,
     DatasetSpec,
@@ -153,7 +153,7 @@ def test_skip_mode_reports_and_skips_bad_lines(
 ) -> None:
     lines = [{"audio": "a.wav", "text": "one"}, b"{oops", {"audio": "b.wav", "text": "two"}]
     manifest = write_lines(tmp_path / "m.jsonl", [*lines, b'{"audio": "c.wav"}'])
-    with caplog.at_level(logging.WARNING, logger="harken.data"):
+    with caplog.at_level(logging.WARNING, logger="harken.training.data"):
         with pytest.warns(UserWarning, match="skipped 2"):
             utterances = read_manifest(manifest, on_error="skip")
     assert [u.text for u in utterances] == ["one", "two"]
@@ -368,7 +368,7 @@ def test_corrupt_audio_gives_none_once_logged_and_collate_drops_it(
     clips: list[Utterance], caplog: pytest.LogCaptureFixture
 ) -> None:
     dataset = SpeechDataset(clips, encode, normalize)
-    with caplog.at_level(logging.WARNING, logger="harken.data"):
+    with caplog.at_level(logging.WARNING, logger="harken.training.data"):
         items = [dataset[i] for i in range(len(dataset))] + [dataset[3]]
     assert items[3] is None and items[4] is None
     assert caplog.text.count("corrupt.wav") == 1

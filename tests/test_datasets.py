@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 from harken.cli import main as cli_main
-from harken.data import read_manifest
-from harken.datasets import PrepareOptions, prepare
+from harken.training.data import read_manifest
+from harken.training.prepare import PrepareOptions, prepare
 from harken.errors import AudioError, ConfigError, ManifestError
-from harken.sphere import read_sphere, read_sphere_header, write_sphere
+from harken.training.sphere import read_sphere, read_sphere_header, write_sphere
 
 RATE = 16000
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harken.compat.deepspeech import Metadata, Model, Stream
-from harken.import_nemo import import_nemo
+from harken.interop.import_nemo import import_nemo
 
 ROOT = Path(__file__).resolve().parents[1]
 NEMO = ROOT / "tests" / "fixtures" / "import" / "nemo_conformer_bpe" / "model.nemo"

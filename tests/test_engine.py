@@ -14,7 +14,7 @@ import harken
 from harken.cli import main as cli_main
 from harken.errors import ConfigError, ModelError
 from harken.model import load_model, new_model, split_long_audio
-from harken.train import TrainConfig, config_from_dict, load_config, train
+from harken.training.loop import TrainConfig, config_from_dict, load_config, train
 
 from conftest import PHRASES, speak
 
@@ -277,7 +277,7 @@ def test_greedy_on_request_overrides_stored_lm_defaults(tmp_path):
     import dataclasses
 
     from harken.cli import build_parser, _options
-    from harken.decoding import GREEDY
+    from harken.decoding.options import GREEDY
 
     model = new_model("deepspeech2", "tiny")
     model.config = dataclasses.replace(model.config, decoding={"lm": "missing.bin", "beam_width": 8})
@@ -290,7 +290,7 @@ def test_greedy_on_request_overrides_stored_lm_defaults(tmp_path):
 
 
 def test_fine_tuning_keeps_the_body_and_reinitialises_a_new_output_layer(tts_corpus, tmp_path):
-    from harken.train import _init_model
+    from harken.training.loop import _init_model
 
     base = train(tiny_config(tts_corpus, tmp_path / "base", steps=3))
     same = tiny_config(tts_corpus, tmp_path / "ft", steps=3, model={"init_from": str(base)})
@@ -309,7 +309,7 @@ def test_fine_tuning_keeps_the_body_and_reinitialises_a_new_output_layer(tts_cor
 
 
 def test_subtitle_cues_have_at_most_two_lines_of_42_characters():
-    from harken.decoding import Transcript, Word, group_segments
+    from harken.decoding.types import Transcript, Word, group_segments
     from harken.transcribe import format_transcript, subtitle_cues
 
     words = [Word(w, 0.4 * i, 0.4 * i + 0.3, 0.9) for i, w in enumerate(
@@ -336,7 +336,7 @@ def test_subtitle_cues_have_at_most_two_lines_of_42_characters():
 
 
 def test_average_checkpoints_is_the_mean_of_the_newest_ones(tmp_path):
-    from harken.train import average_checkpoints, save_checkpoint
+    from harken.training.loop import average_checkpoints, save_checkpoint
 
     torch.manual_seed(0)
     network = new_model("deepspeech2", "tiny").network
@@ -362,7 +362,7 @@ def test_average_checkpoints_is_the_mean_of_the_newest_ones(tmp_path):
 
 
 def test_global_normalisation_statistics_are_measured_from_the_training_audio(tts_corpus, tmp_path):
-    from harken.data import load_utterance, read_manifest
+    from harken.training.data import load_utterance, read_manifest
     from harken.features import FeatureConfig, LogMel, compute_global_stats
 
     config = tiny_config(tts_corpus, tmp_path / "run", steps=2,

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 from harken.audio import load_audio  # noqa: E402
 from harken.cli import main  # noqa: E402
 from harken.errors import ConfigError, ModelError  # noqa: E402
-from harken.export import (  # noqa: E402
+from harken.interop.onnx_export import (  # noqa: E402
     CHECK_TOLERANCE,
     INT8_FILE,
     ONNX_FILE,
@@ -206,7 +206,7 @@ def tts_audio(tts_corpus) -> list[np.ndarray]:
 def test_streaming_onnx_step_equals_offline_onnx(tmp_path, tts_audio):
     """A streaming DeepSpeech2 exports a step graph with explicit state: streamed in any chunk
     sizes, the ONNX model gives the offline ONNX log-probs (and PyTorch's) and transcript."""
-    from harken.onnx_stream import STREAM_FILE
+    from harken.interop.onnx_stream import STREAM_FILE
 
     # Global feature normalisation: per-utterance statistics cannot be known while streaming.
     model = random_model("deepspeech2", bidirectional=False, lookahead=3,

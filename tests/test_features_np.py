@@ -17,7 +17,7 @@ from harken.features_np import (
     hann_window,
     make_numpy_featurizer,
 )
-from harken.import_nemo import preprocessor_features
+from harken.interop.import_nemo import preprocessor_features
 from harken.streaming import StreamingLogMel
 
 torch.set_num_threads(1)

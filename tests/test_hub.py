@@ -21,10 +21,10 @@ import soundfile as sf
 
 from harken.cli import main
 from harken.errors import ConfigError, HarkenError
-from harken.hub import (CHECKSUMS_FILE, DOWNLOADS_DIR, DownloadError, download, fetch,
+from harken.interop.hub import (CHECKSUMS_FILE, DOWNLOADS_DIR, DownloadError, download, fetch,
                         load_catalogue, model_status)
-from harken.import_hf import import_hf
-from harken.import_nemo import import_nemo
+from harken.interop.import_hf import import_hf
+from harken.interop.import_nemo import import_nemo
 from harken.model import ASSETS, load_model, resolve_model_path
 
 pytest.importorskip("yaml")

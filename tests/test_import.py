@@ -21,8 +21,8 @@ import torch
 
 from harken.cli import main
 from harken.errors import ConfigError, ModelError
-from harken.import_hf import hf_to_harken, import_hf
-from harken.import_nemo import import_nemo, nemo_to_harken, read_nemo_archive
+from harken.interop.import_hf import hf_to_harken, import_hf
+from harken.interop.import_nemo import import_nemo, nemo_to_harken, read_nemo_archive
 from harken.model import load_model
 from harken.text import VocabTokenizer, load_tokenizer
 
@@ -229,7 +229,7 @@ def test_vocab_tokenizer() -> None:
 
 
 def test_imported_models_export_to_onnx(tmp_path: Path, audio: np.ndarray) -> None:
-    from harken.export import export_onnx
+    from harken.interop.onnx_export import export_onnx
 
     for name, model in (("jasper", import_nemo(FIXTURES / "nemo_quartznet_char" / "model.nemo")),
                         ("wav2vec2", import_hf(FIXTURES / "hf_wav2vec2_stable"))):
@@ -240,7 +240,7 @@ def test_imported_models_export_to_onnx(tmp_path: Path, audio: np.ndarray) -> No
 
 def test_nemo_preprocessor_defaults_and_feature_options() -> None:
     from harken.features import FeatureConfig, Waveform
-    from harken.import_nemo import preprocessor_features
+    from harken.interop.import_nemo import preprocessor_features
 
     features = FeatureConfig.from_dict(preprocessor_features({}))  # NeMo's own defaults
     assert (features.win_length, features.hop_length, features.n_fft) == (320, 160, 512)

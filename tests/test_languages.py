@@ -11,7 +11,7 @@ import pytest
 from harken.errors import ConfigError
 from harken.text import (ENGLISH, CharTokenizer, TextNormalizer, derive_alphabet, load_tokenizer,
                          normalize_basic, normalize_text, save_tokenizer, train_sentencepiece)
-from harken.train import build_tokenizer, config_from_dict
+from harken.training.loop import build_tokenizer, config_from_dict
 
 from conftest import have_espeak, speak
 
@@ -127,7 +127,7 @@ def test_tiny_model_learns_spanish_with_letters_outside_a_to_z(tmp_path, capsys)
         pytest.skip("espeak-ng is not installed (make system-deps installs it)")
     from harken.cli import main as cli_main
     from harken.model import load_model
-    from harken.train import train
+    from harken.training.loop import train
 
     from test_engine import tiny_config
 

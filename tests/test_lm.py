@@ -13,7 +13,7 @@ import pytest
 
 kenlm = pytest.importorskip("kenlm")
 
-from harken import lm as hlm  # noqa: E402
+from harken.decoding import lm as hlm  # noqa: E402
 from harken.errors import ConfigError, DependencyError  # noqa: E402
 
 SHARED_TEXT = Path(__file__).resolve().parents[2] / "shared" / "text" / "corpus.txt.gz"

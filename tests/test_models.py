@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harken.citrinet import CitrinetConfig
-from harken.conformer import Conformer, ConformerConfig
-from harken.deepspeech2 import DeepSpeech2Config
+from harken.models.citrinet import CitrinetConfig
+from harken.models.conformer import Conformer, ConformerConfig
+from harken.models.deepspeech2 import DeepSpeech2Config
 from harken.errors import ConfigError
-from harken.models import (
+from harken.models.registry import (
     ARCHITECTURES,
     build_model,
     config_from_dict,

@@ -1,4 +1,4 @@
-"""harken.onnx_runtime: exported models run with numpy features and ONNX Runtime, PyTorch never
+"""harken.interop.onnx_runtime: exported models run with numpy features and ONNX Runtime, PyTorch never
 imported, give the log-probabilities and transcripts of load_model(folder, backend="onnx")."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from harken.decoding import DecodeOptions  # noqa: E402
+from harken.decoding.options import DecodeOptions
 from harken.errors import ConfigError, ModelError  # noqa: E402
-from harken.export import export_onnx  # noqa: E402
-from harken.import_hf import import_hf  # noqa: E402
-from harken.import_nemo import import_nemo  # noqa: E402
-from harken.lm import build_lm  # noqa: E402
+from harken.interop.onnx_export import export_onnx  # noqa: E402
+from harken.interop.import_hf import import_hf  # noqa: E402
+from harken.interop.import_nemo import import_nemo  # noqa: E402
+from harken.decoding.lm import build_lm  # noqa: E402
 from harken.model import load_model  # noqa: E402
-from harken.onnx_runtime import OnnxModel, load_onnx_model  # noqa: E402
+from harken.interop.onnx_runtime import OnnxModel, load_onnx_model  # noqa: E402
 from test_export import random_model  # noqa: E402
 
 torch.set_num_threads(1)
@@ -59,8 +59,8 @@ class BlockTorch(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, BlockTorch())
 if job_blocks_by_none:
     sys.modules["torch"] = None  # the other way to make torch unimportable
-from harken.decoding import DecodeOptions
-from harken.onnx_runtime import load_onnx_model
+from harken.decoding.types import DecodeOptions
+from harken.interop.onnx_runtime import load_onnx_model
 
 audios = [np.load(path) for path in job["audio"]]
 report, arrays = {}, {}

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from harken.rnnt_loss import chunked_rnnt_loss, forward_backward, lattice_scores, rnnt_loss
+from harken.models.rnnt_loss import chunked_rnnt_loss, forward_backward, lattice_scores, rnnt_loss
 
 
 def brute_force(log_probs: torch.Tensor, targets: list[int], blank: int = 0) -> float:

@@ -96,7 +96,7 @@ def _nemo(path: Path, config: bytes, weights: bytes) -> Path:
 
 def test_nemo_checkpoint_with_a_pickle_payload_is_refused(tmp_path) -> None:
     pytest.importorskip("yaml")
-    from harken.import_nemo import read_nemo_archive
+    from harken.interop.import_nemo import read_nemo_archive
 
     buffer = io.BytesIO()
     torch.save({"payload": hostile.Payload(tmp_path)}, buffer)
@@ -113,7 +113,7 @@ def test_nemo_checkpoint_with_a_pickle_payload_is_refused(tmp_path) -> None:
 
 
 def test_hf_pytorch_bin_with_a_pickle_payload_is_refused(tmp_path) -> None:
-    from harken.import_hf import _read_weights
+    from harken.interop.import_hf import _read_weights
 
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps(hostile.Payload(tmp_path)))
     with pytest.raises(ModelError, match="not a tensors-only checkpoint"):

@@ -26,9 +26,9 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 httpx = pytest.importorskip("httpx")
 
-from harken.jobs import JobStore  # noqa: E402
+from harken.serving.jobs import JobStore  # noqa: E402
 from harken.model import Model, new_model  # noqa: E402
-from harken.server import ServerConfig, create_app, prompt_hotwords  # noqa: E402
+from harken.serving.app import ServerConfig, create_app, prompt_hotwords  # noqa: E402
 from harken.transcribe import format_transcript  # noqa: E402
 from harken.vad import EndpointConfig  # noqa: E402
 
@@ -215,7 +215,7 @@ def test_internal_errors_and_timeouts_are_answered_and_logged_without_content(
         caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    caplog.set_level(logging.INFO, logger="harken.server")
+    caplog.set_level(logging.INFO, logger="harken.serving.app")
     text = model.transcribe(clips[0]).text
     assert len(text) >= 8  # long enough not to turn up in a log line by chance
     with running(model) as base:

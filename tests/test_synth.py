@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from harken.errors import ConfigError
-from harken.synth import (
+from harken.training.synth import (
     ENGINES,
     Job,
     Voice,
@@ -62,7 +62,7 @@ def _manifest(path: Path) -> list[dict]:
 def test_each_engine_renders_plausible_speech(engine, voices, text_file, tmp_path):
     if not voices.get(engine):
         pytest.skip(f"{engine} is not installed (or has no English voice)")
-    from harken.data import read_manifest
+    from harken.training.data import read_manifest
 
     out = tmp_path / "out"
     report = synthesize(
@@ -226,7 +226,7 @@ def test_a_tiny_model_learns_synthesized_speech(voices, tmp_path):
     from test_engine import tiny_config
 
     from harken.model import load_model
-    from harken.train import train
+    from harken.training.loop import train
 
     slt = [v for v in voices.get("flite", []) if v.name == "slt"]
     if not slt:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harken.decoding import greedy_decode
+from harken.decoding.greedy import greedy_decode
 from harken.errors import ConfigError, ManifestError, ModelError
 from harken.text import (
     BLANK,

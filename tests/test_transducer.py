@@ -12,9 +12,9 @@ import torch
 
 from harken.errors import ConfigError
 from harken.model import load_model, new_model
-from harken.models import build_model, model_config
-from harken.train import config_from_dict, train
-from harken.transducer_decoding import decode_frames, make_search
+from harken.models.registry import build_model, model_config
+from harken.training.loop import config_from_dict, train
+from harken.decoding.transducer_search import decode_frames, make_search
 
 from conftest import PHRASES
 
@@ -112,7 +112,7 @@ def test_greedy_search_equals_the_textbook_loop(max_symbols: int) -> None:
 
 @pytest.mark.parametrize("max_symbols", [1, 3])
 def test_beam_search_scores_no_worse_than_greedy_and_returns_nbest(max_symbols: int) -> None:
-    from harken.decoding import DecodeOptions
+    from harken.decoding.options import DecodeOptions
 
     model = tiny("conformer")
     frames = model.log_probs([audio(seed=3)])[0]
@@ -234,8 +234,8 @@ def test_trained_transducer_streams_like_offline_and_hotwords_steer_the_beam(tra
                                                ("citrinet", "gru")])
 def test_onnx_graphs_decode_like_pytorch(tmp_path, encoder, predictor):
     pytest.importorskip("onnxruntime")
-    from harken.export import export_onnx
-    from harken.transducer_export import OnnxTransducer, check_export
+    from harken.interop.onnx_export import export_onnx
+    from harken.interop.transducer_onnx import OnnxTransducer, check_export
 
     model = tiny(encoder, predictor=predictor)
     folder = export_onnx(model, tmp_path / "onnx")  # transducers: three graphs
@@ -258,7 +258,7 @@ def test_word_lm_fusion_adds_weighted_lm_and_word_scores(trained_hybrid, tts_cor
     import kenlm
 
     from harken.audio import load_audio
-    from harken.lm import build_lm
+    from harken.decoding.lm import build_lm
 
     model = load_model(trained_hybrid)
     lm = build_lm(["hello word", "go left", "stop now", "red green blue"] * 3, 2,
@@ -277,7 +277,7 @@ def test_word_lm_fusion_adds_weighted_lm_and_word_scores(trained_hybrid, tts_cor
 
 
 def test_training_config_selects_a_transducer_and_checks_its_settings(tmp_path) -> None:
-    from harken.train import load_config
+    from harken.training.loop import load_config
 
     toml = tmp_path / "train.toml"
     toml.write_text('[model]\narchitecture = "transducer"\nsize = "tiny"\n'
@@ -297,7 +297,7 @@ def test_training_config_selects_a_transducer_and_checks_its_settings(tmp_path) 
 
 def test_lm_tuning_refuses_transducers(tmp_path) -> None:
     from harken.errors import HarkenError
-    from harken.lm_tune import cached_log_probs
+    from harken.training.lm_tune import cached_log_probs
 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("")

@@ -1,7 +1,7 @@
 """harken: private, local, trainable speech recognition."""
 
 from harken.audio import load_audio
-from harken.decoding import Segment, Transcript, Word
+from harken.decoding.types import Segment, Transcript, Word
 from harken.errors import AudioError, HarkenError, ModelError
 from harken.model import Model, load_model
 

@@ -8,7 +8,7 @@
 `NumpyLogMel`, `NumpyWaveform` and `NumpyStreamingLogMel` compute the same values as
 `harken.features.LogMel`, `harken.features.Waveform` and `harken.streaming.StreamingLogMel`
 (eval mode: no dither) for every `FeatureConfig` setting, within 1e-4 (tests/test_features_np.py).
-They are what `harken.onnx_runtime` runs exported models with; `harken.features` builds its
+They are what `harken.interop.onnx_runtime` runs exported models with; `harken.features` builds its
 PyTorch modules on the settings and the mel filterbank defined here.
 
 The STFT is numpy's `rfft` of frames cut from the padded signal with stride tricks (a view, no

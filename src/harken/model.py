@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from harken.audio import SAMPLE_RATE, load_audio
-from harken.decoding import Segment, Transcript, greedy_decode
+from harken.decoding.types import Segment, Transcript
+from harken.decoding.greedy import greedy_decode
 from harken.errors import HarkenError, ModelError
 
 if TYPE_CHECKING:  # imported where used: exported models run without PyTorch
@@ -60,7 +61,7 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-    # Exported models (harken.export): format, files and variants; empty for PyTorch weights.
+    # Exported models (harken.interop.onnx_export): format, files and variants; empty for PyTorch weights.
     export: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -125,7 +126,7 @@ class Model:
         return self
 
     def __repr__(self) -> str:
-        from harken.models import count_parameters
+        from harken.models.registry import count_parameters
 
         return (f"Model({self.config.architecture}/{self.config.size}, "
                 f"{count_parameters(self.network) / 1e6:.1f}M parameters, "
@@ -235,7 +236,7 @@ class Model:
         from harken.streaming import Stream
 
         if getattr(self.network, "is_transducer", False):
-            from harken.transducer_decoding import transducer_stream
+            from harken.decoding.transducer_search import transducer_stream
 
             return transducer_stream(self, options, **kwargs)
         return Stream(self, options, **kwargs)
@@ -252,7 +253,7 @@ class Model:
         from harken import decoding
 
         if getattr(self.network, "is_transducer", False):
-            from harken.transducer_decoding import frame_decoder
+            from harken.decoding.transducer_search import frame_decoder
 
             return frame_decoder(self, options, overrides)
         resolved = self.decode_options(options, **overrides)
@@ -433,7 +434,7 @@ def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
         return path
     path = Path(name).expanduser()
     if not path.exists():
-        from harken.hub import downloaded_model_path
+        from harken.interop.hub import downloaded_model_path
 
         downloaded = downloaded_model_path(name)  # made by `harken download NAME`
         if downloaded is not None:
@@ -450,11 +451,11 @@ def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu
 
     With no argument, the bundled English model. Every file's SHA-256 is checked against the
     config; a wrong or corrupt file raises `ModelError` naming it. `backend="onnx"` loads a
-    folder written by `harken.export.export_onnx` and runs it with ONNX Runtime
+    folder written by `harken.interop.onnx_export.export_onnx` and runs it with ONNX Runtime
     ("onnx-fp32"/"onnx-int8" pick a variant; docs/export.md).
     """
     if backend != "torch":
-        from harken.export import check_backend
+        from harken.interop.onnx_export import check_backend
 
         check_backend(backend)
     path = resolve_model_path(path_or_name)
@@ -470,12 +471,12 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
     from safetensors.torch import load_file
 
     from harken.features import FeatureConfig
-    from harken.models import build_model, config_from_dict
+    from harken.models.registry import build_model, config_from_dict
     from harken.text import load_tokenizer
 
     config = read_config(folder, origin, backend)
     if backend != "torch":
-        from harken.export import load_onnx_network
+        from harken.interop.onnx_export import load_onnx_network
 
         network = load_onnx_network(config, folder, origin, backend, device)
         return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
@@ -531,7 +532,7 @@ def new_model(architecture: str, size: str = "tiny", tokenizer: Any = None,
               features: dict[str, Any] | None = None, **overrides: Any) -> Model:
     """A freshly initialised model (for training) with the given architecture and size."""
     from harken.features import FeatureConfig
-    from harken.models import build_model, model_config
+    from harken.models.registry import build_model, model_config
     from harken.text import CharTokenizer
 
     tokenizer = tokenizer or CharTokenizer()

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol
 import numpy as np
 
 from harken.audio import pcm16_to_float
-from harken.decoding import Transcript, Word, path_transcript
+from harken.decoding.types import Transcript, Word
+from harken.decoding.greedy import path_transcript
 from harken.errors import HarkenError
 from harken.features_np import STD_EPSILON, FeatureConfig
 
@@ -188,7 +189,7 @@ class _StepBackend:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.network: Any = model.network
-        # numpy featurizers (harken.onnx_runtime) bring their own incremental version
+        # numpy featurizers (harken.interop.onnx_runtime) bring their own incremental version
         streaming = getattr(model.featurizer, "streaming", None)
         self.features: Any = streaming() if streaming else StreamingLogMel(model.featurizer)
         net, cfg = self.network, model.feature_config

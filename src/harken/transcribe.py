@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from harken.decoding import Segment, Transcript
+from harken.decoding.types import Segment, Transcript
 from harken.errors import HarkenError
 
 FORMATS = ("txt", "json", "srt", "vtt")

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from harken.decoding import DEFAULT_BEAM_WIDTH, DecodeOptions, Transcript
+from harken.decoding.options import DEFAULT_BEAM_WIDTH, DecodeOptions
+from harken.decoding.types import Transcript
 from harken.errors import HarkenError
 
 # DeepSpeech's time step: token timesteps count units of 20 ms.
@@ -207,7 +208,7 @@ class Model:
                              hotwords=dict(hotwords), nbest=max(1, int(num_results)))
 
     def _check_decoder(self, options: DecodeOptions) -> None:
-        from harken.decoding import get_decoder
+        from harken.decoding.ctc_beam import get_decoder
 
         get_decoder(self._model.tokenizer, options)
 

@@ -1,0 +1,5 @@
+import sys
+
+from harken.cli.main import main
+
+sys.exit(main())

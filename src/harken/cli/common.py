@@ -1,0 +1,72 @@
+"""Options shared by commands: which model, how to decode."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harken.decoding.options import requested_options
+from harken.errors import HarkenError
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default=None,
+                        help="model folder, .harken file or bundled model name (default: en-small)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--backend", default="torch",
+                        choices=("torch", "onnx", "onnx-fp32", "onnx-int8"),
+                        help="torch, or onnx for a folder made by `harken export` (default: torch)")
+
+
+def add_decode_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--beam-width", type=int, default=None, help="beam width (1 = greedy)")
+    group.add_argument("--lm", default=None, help="n-gram language model (ARPA or KenLM binary)")
+    group.add_argument("--no-lm", action="store_true", help="do not use the model's default LM")
+    group.add_argument("--alpha", "--lm-weight", dest="lm_weight", type=float, default=None,
+                       help="language model weight")
+    group.add_argument("--beta", "--word-score", dest="word_score", type=float, default=None,
+                       help="word insertion bonus")
+    group.add_argument("--hotword", action="append", default=[], metavar="WORD:BOOST",
+                       help="boost a word or phrase (repeatable), e.g. --hotword 'harken:8'")
+    group.add_argument("--greedy", action="store_true", help="greedy decoding, no beam search")
+
+
+def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Decoding options given on the command line, as keyword overrides for the model's defaults."""
+    overrides: dict[str, Any] = {}
+    if args.greedy:
+        overrides["greedy"] = True
+    if args.beam_width is not None:
+        overrides["beam_width"] = args.beam_width
+    if args.no_lm:
+        overrides["lm"] = None
+    elif args.lm:
+        overrides["lm"] = args.lm
+    if args.lm_weight is not None:
+        overrides["lm_weight"] = args.lm_weight
+    if args.word_score is not None:
+        overrides["word_score"] = args.word_score
+    if args.hotword:
+        hotwords: dict[str, float] = {}
+        for item in args.hotword:
+            word, _, boost = item.rpartition(":")
+            if not word:
+                word, boost = item, "10"
+            try:
+                hotwords[word] = float(boost)
+            except ValueError:
+                raise HarkenError(f"--hotword {item!r}: expected WORD:BOOST with a number") from None
+        overrides["hotwords"] = hotwords
+    return overrides
+
+
+def load_model_args(args: argparse.Namespace):
+    from harken.model import load_model
+
+    return load_model(args.model, device=args.device, backend=args.backend)
+
+
+def decode_options(model: Any, args: argparse.Namespace) -> Any:
+    """Decoding options from the command line over the model's stored defaults (None: its defaults)."""
+    return requested_options(model, decode_overrides(args))

@@ -1,0 +1,137 @@
+"""`harken transcribe`: files, folders and manifests to txt/json/srt/vtt."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from harken.errors import ConfigError, HarkenError
+from harken.serving.batch_jobs import (FILES_PER_TASK, FORMATS, SUMMARY_FILE, BatchSettings, _clock,
+                                       collect_inputs, read_summary, run_batch)
+from harken.cli.common import add_decode_args, add_model_args, decode_overrides, decode_options, load_model_args
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests",
+                       description="Transcribe audio files (any format/rate), every audio file "
+                                   "under a folder, or the files a manifest lists. With "
+                                   "--output-dir the job is resumable (docs/scaling.md).")
+    p.add_argument("inputs", nargs="+", help="audio files, folders or manifests (.jsonl/.csv/.txt)")
+    add_model_args(p)
+    add_decode_args(p)
+    p.add_argument("--format", "-f", type=output_formats, default="txt",
+                   help="txt, json, srt or vtt; with --output-dir a comma-separated list or all")
+    p.add_argument("--output-dir", "-o", type=Path, default=None,
+                   help="write <name>.<format> files here instead of printing")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
+                   default="auto", help="voice activity detector that cuts long audio into "
+                   "speech segments (none: keep all audio; default: auto)")
+    add_batch_args(p)
+    p.set_defaults(func=_run_transcribe)
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
+
+    if args.output_dir is not None:
+        return run_batch_command(args)
+    if "," in args.format or args.workers != 1 or args.ray:
+        raise HarkenError("several formats, --workers and --ray need --output-dir")
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise HarkenError(f"no audio files found in {', '.join(args.inputs)}")
+    model = load_model_args(args)
+    options = decode_options(model, args)
+    bar = None
+    if len(paths) > 1 and not args.no_progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="file", desc="transcribe")
+    failures = 0
+    vad = None if args.vad == "none" else args.vad
+    for result in transcribe_files(model, paths, options, vad=vad):
+        if bar is not None:
+            bar.update(1)
+        if result.error is not None:
+            failures += 1
+            print(f"harken: error: {result.error}", file=sys.stderr)
+            continue
+        written = write_result(result, args.format, args.output_dir)
+        if written is None:
+            text = format_transcript(result.transcript, args.format)
+            if len(paths) > 1 and args.format == "txt":
+                text = f"{result.path}: {text}"
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    if bar is not None:
+        bar.close()
+    if failures:
+        print(f"harken: {failures} of {len(paths)} files failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def output_formats(value: str) -> str:
+    """argparse type of --format: one format or a comma-separated list ("all": every one)."""
+    names = FORMATS if value == "all" else tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(unknown) or repr(value)}; choose from "
+            f"{', '.join(FORMATS)}, a comma-separated list or 'all'")
+    return ",".join(names)
+
+
+def add_batch_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "batch jobs (with --output-dir)",
+        "Outputs and summary.jsonl go to --output-dir; a job run again skips finished files.")
+    group.add_argument("--workers", "-j", type=int, default=1,
+                       help="worker processes, each with its own model (or Ray actors)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="torch threads per worker (default: CPU cores / workers)")
+    group.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster: its address, 'auto' or 'local' "
+                            "(pip install 'harken[ray]')")
+    group.add_argument("--files-per-task", type=int, default=FILES_PER_TASK,
+                       help=f"files a worker batches together (default: {FILES_PER_TASK})")
+    group.add_argument("--retry-failed", action="store_true",
+                       help="redo files the summary records as failed")
+    group.add_argument("--summary", type=Path, default=None,
+                       help=f"summary JSONL (default: OUTPUT_DIR/{SUMMARY_FILE})")
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """`harken transcribe ... --output-dir OUT` (the command line's options in `args`)."""
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        raise HarkenError(f"no audio files found in {', '.join(args.inputs)}")
+    threads = args.threads
+    if threads is None and (args.workers > 1 or args.ray):
+        threads = max(1, (os.cpu_count() or 1) // args.workers) if not args.ray else 1
+    model = args.model
+    if model is not None and Path(model).exists():
+        model = str(Path(model).resolve())  # workers may run elsewhere (Ray)
+    settings = BatchSettings(model=model, device=args.device, backend=args.backend,
+                             decode=decode_overrides(args),
+                             vad=None if args.vad == "none" else args.vad,
+                             formats=tuple(args.format.split(",")), threads=threads)
+    report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
+                       ray_address=args.ray, files_per_task=args.files_per_task,
+                       retry_failed=args.retry_failed, summary_path=args.summary,
+                       progress=not args.no_progress)
+    wanted = {str(entry.path) for entry in inputs}
+    rows = [row for row in read_summary(report.summary) if row["path"] in wanted]
+    failed = [row for row in rows if row.get("status") == "error"]
+    for row in failed:
+        print(f"harken: error: {row['error']}", file=sys.stderr)
+    print(f"harken: {len(rows) - len(failed)} of {report.total} files transcribed "
+          f"({report.skipped} done before), {len(failed)} failed; this run: "
+          f"{report.audio_seconds / 3600:.2f} h audio in {_clock(report.seconds)} "
+          f"(RTF {report.rtf:.3f}); summary: {report.summary}", file=sys.stderr)
+    return 1 if failed else 0
