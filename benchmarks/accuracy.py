@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from harken.audio import float_to_pcm16, load_audio
-from harken.training.data import read_manifest
+from harken.training.manifests import read_manifest
 from harken.decoding.options import GREEDY
 from harken.training.evaluate import error_rates
 from harken.model import load_model

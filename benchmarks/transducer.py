@@ -27,7 +27,8 @@ import torch
 from harken.audio import load_audio
 from harken.training.evaluate import error_rates
 from harken.model import load_model
-from harken.training.loop import config_from_dict, train
+from harken.training.config import config_from_dict
+from harken.training.loop import train
 
 WORDS = ("red green blue yellow black white one two three four five six seven eight nine "
          "left right up down stop go yes no open close start play pause next back").split()

@@ -294,7 +294,7 @@ def good_model(folder: Path) -> Path:
 
 def _relist(model: Path) -> None:
     """Recompute config.json's checksums after a file was swapped: only the content is hostile."""
-    from harken.model import sha256_file
+    from harken.modelfile import sha256_file
 
     config = json.loads((model / "config.json").read_text())
     config["files"] = {name: sha256_file(model / name) for name in config["files"]}

@@ -13,7 +13,8 @@ import torch
 
 import harken.model as model_module
 from harken.errors import ModelError
-from harken.model import bundled_models, load_model, new_model, sha256_file
+from harken.modelfile import bundled_models, sha256_file
+from harken.model import load_model, new_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

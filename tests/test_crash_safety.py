@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 
 import hostile_inputs as hostile
 from harken.errors import ConfigError
-from harken.training.loop import (CHECKPOINT_DIR, checkpoint_problem, latest_checkpoint, load_config,
-                          train)
+from harken.training.checkpoints import CHECKPOINT_DIR, checkpoint_problem, latest_checkpoint
+from harken.training.config import load_config
+from harken.training.loop import train
 
 STEPS = 24
 KILLS = 3

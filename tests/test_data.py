@@ -13,18 +13,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from harken.training.data import (
-    Batch,
-    BucketBatchSampler,
-    DatasetSpec,
-    SpeechDataset,
-    Utterance,
-    collate,
-    load_utterance,
-    mix_datasets,
-    read_manifest,
-    utterance_duration,
-)
+from harken.training.data import Batch, BucketBatchSampler, DatasetSpec, SpeechDataset, collate, mix_datasets
+from harken.training.manifests import Utterance, load_utterance, read_manifest, utterance_duration
 from harken.errors import ConfigError, ManifestError
 
 SR = 16000

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from harken.cli import main as cli_main
-from harken.training.data import read_manifest
+from harken.training.manifests import read_manifest
 from harken.training.prepare import PrepareOptions, prepare
 from harken.errors import AudioError, ConfigError, ManifestError
 from harken.training.sphere import read_sphere, read_sphere_header, write_sphere

@@ -14,7 +14,8 @@ import harken
 from harken.cli import main as cli_main
 from harken.errors import ConfigError, ModelError
 from harken.model import load_model, new_model, split_long_audio
-from harken.training.loop import TrainConfig, config_from_dict, load_config, train
+from harken.training.config import TrainConfig, config_from_dict, load_config
+from harken.training.loop import train
 
 from conftest import PHRASES, speak
 
@@ -336,7 +337,7 @@ def test_subtitle_cues_have_at_most_two_lines_of_42_characters():
 
 
 def test_average_checkpoints_is_the_mean_of_the_newest_ones(tmp_path):
-    from harken.training.loop import average_checkpoints, save_checkpoint
+    from harken.training.checkpoints import average_checkpoints, save_checkpoint
 
     torch.manual_seed(0)
     network = new_model("deepspeech2", "tiny").network
@@ -362,7 +363,7 @@ def test_average_checkpoints_is_the_mean_of_the_newest_ones(tmp_path):
 
 
 def test_global_normalisation_statistics_are_measured_from_the_training_audio(tts_corpus, tmp_path):
-    from harken.training.data import load_utterance, read_manifest
+    from harken.training.manifests import load_utterance, read_manifest
     from harken.features import FeatureConfig, LogMel, compute_global_stats
 
     config = tiny_config(tts_corpus, tmp_path / "run", steps=2,

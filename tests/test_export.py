@@ -16,14 +16,8 @@ pytest.importorskip("onnxruntime")
 from harken.audio import load_audio  # noqa: E402
 from harken.cli import main  # noqa: E402
 from harken.errors import ConfigError, ModelError  # noqa: E402
-from harken.interop.onnx_export import (  # noqa: E402
-    CHECK_TOLERANCE,
-    INT8_FILE,
-    ONNX_FILE,
-    OnnxNetwork,
-    export_onnx,
-    valid_max_difference,
-)
+from harken.interop.onnx_export import CHECK_TOLERANCE, INT8_FILE, ONNX_FILE, export_onnx, valid_max_difference
+from harken.interop.onnx_network import OnnxNetwork
 from harken.model import load_model, new_model  # noqa: E402
 
 torch.set_num_threads(1)

@@ -29,10 +29,10 @@ import hostile_inputs as hostile
 from harken import audio
 from harken.audio import audio_duration, load_audio
 from harken.cli import main as cli_main
-from harken.training.data import read_manifest
+from harken.training.manifests import read_manifest
 from harken.model import load_model
 from harken.text import read_texts
-from harken.training.loop import load_config
+from harken.training.config import load_config
 
 CASE_SECONDS = 10.0  # per case, in process (decoding a bad file must not take longer)
 CASE_BYTES = 64 << 20  # peak Python/numpy allocation per case

@@ -25,7 +25,8 @@ from harken.interop.hub import (CHECKSUMS_FILE, DOWNLOADS_DIR, DownloadError, do
                         load_catalogue, model_status)
 from harken.interop.import_hf import import_hf
 from harken.interop.import_nemo import import_nemo
-from harken.model import ASSETS, load_model, resolve_model_path
+from harken.modelfile import ASSETS, resolve_model_path
+from harken.model import load_model
 
 pytest.importorskip("yaml")
 

@@ -11,7 +11,8 @@ import pytest
 from harken.errors import ConfigError
 from harken.text import (ENGLISH, CharTokenizer, TextNormalizer, derive_alphabet, load_tokenizer,
                          normalize_basic, normalize_text, save_tokenizer, train_sentencepiece)
-from harken.training.loop import build_tokenizer, config_from_dict
+from harken.training.loop import build_tokenizer
+from harken.training.config import config_from_dict
 
 from conftest import have_espeak, speak
 

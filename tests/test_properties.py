@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import hostile_inputs as hostile
 from harken.audio import load_audio
-from harken.training.data import Utterance, read_manifest
+from harken.training.manifests import Utterance, read_manifest
 from harken.errors import AudioError, ManifestError
 from harken.text import CharTokenizer, SentencePieceTokenizer, normalize_text, train_sentencepiece
 

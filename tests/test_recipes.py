@@ -111,7 +111,7 @@ def test_en_small_prepare_keeps_every_test_speaker_out_of_training(tmp_path):
 def test_en_small_finetune_config_keeps_the_model_it_starts_from():
     """The fine-tuning stage may change the data mixture and the schedule, never the network,
     tokenizer or features it inherits (the weights would not fit, or would hear another scale)."""
-    from harken.training.loop import load_config
+    from harken.training.config import load_config
 
     base = load_config(ROOT / "recipes/en-small/config.toml")
     tuned = load_config(ROOT / "recipes/en-small/finetune.toml")

@@ -21,7 +21,8 @@ import torch
 
 import hostile_inputs as hostile
 from harken.errors import ModelError
-from harken.model import load_model, sha256_file
+from harken.model import load_model
+from harken.modelfile import sha256_file
 
 SOURCE = Path(__file__).parents[1] / "src" / "harken"
 _watching: list[str] = []  # audit events seen while `no_unpickling` is active

@@ -28,7 +28,8 @@ httpx = pytest.importorskip("httpx")
 
 from harken.serving.jobs import JobStore  # noqa: E402
 from harken.model import Model, new_model  # noqa: E402
-from harken.serving.app import ServerConfig, create_app, prompt_hotwords  # noqa: E402
+from harken.serving.config import ServerConfig
+from harken.serving.app import create_app, prompt_hotwords
 from harken.transcribe import format_transcript  # noqa: E402
 from harken.vad import EndpointConfig  # noqa: E402
 

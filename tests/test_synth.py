@@ -62,7 +62,7 @@ def _manifest(path: Path) -> list[dict]:
 def test_each_engine_renders_plausible_speech(engine, voices, text_file, tmp_path):
     if not voices.get(engine):
         pytest.skip(f"{engine} is not installed (or has no English voice)")
-    from harken.training.data import read_manifest
+    from harken.training.manifests import read_manifest
 
     out = tmp_path / "out"
     report = synthesize(

@@ -13,7 +13,8 @@ import torch
 from harken.errors import ConfigError
 from harken.model import load_model, new_model
 from harken.models.registry import build_model, model_config
-from harken.training.loop import config_from_dict, train
+from harken.training.config import config_from_dict
+from harken.training.loop import train
 from harken.decoding.transducer_search import decode_frames, make_search
 
 from conftest import PHRASES
@@ -277,7 +278,7 @@ def test_word_lm_fusion_adds_weighted_lm_and_word_scores(trained_hybrid, tts_cor
 
 
 def test_training_config_selects_a_transducer_and_checks_its_settings(tmp_path) -> None:
-    from harken.training.loop import load_config
+    from harken.training.config import load_config
 
     toml = tmp_path / "train.toml"
     toml.write_text('[model]\narchitecture = "transducer"\nsize = "tiny"\n'

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from harken.decoding.lm import read_lm_info
-from harken.model import ASSETS, REGISTRY_FILE, load_model, sha256_file
+from harken.modelfile import ASSETS, REGISTRY_FILE, sha256_file
+from harken.model import load_model
 
 NAME = "en-small"
 
@@ -37,7 +38,7 @@ def main() -> None:
     source = args.model or (args.run / "best" if (args.run / "best").exists() else args.run / "model")
     model = load_model(source)
     if args.average:
-        from harken.training.loop import average_checkpoints
+        from harken.training.checkpoints import average_checkpoints
 
         state, used = average_checkpoints(args.run, args.average)
         model.network.load_state_dict(state)

@@ -10,37 +10,32 @@ A model is a folder (or the same files in one uncompressed zip, ``*.harken``) ho
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import stat
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from harken.audio import SAMPLE_RATE, load_audio
 from harken.decoding.types import Segment, Transcript
+from harken.decoding.ctc_beam import get_decoder
 from harken.decoding.greedy import greedy_decode
+from harken.decoding.options import DecodeOptions, resolve_options
 from harken.errors import HarkenError, ModelError
+from harken.interop.onnx_network import check_backend, load_onnx_network
+from harken.modelfile import (CONFIG_FILE, WEIGHTS_FILE, ModelConfig, read_config, read_zip_model,
+                              resolve_model_path, sha256_file)
+from harken.streaming import STREAM_OPTIONS, Stream
+from harken.text import CharTokenizer, load_tokenizer, save_tokenizer
+from harken.vad import split_speech
 
 if TYPE_CHECKING:  # imported where used: exported models run without PyTorch
     import torch
 
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-ASSETS = Path(__file__).parent / "assets"
-# Bundled models: {name: {"file": ..., "sha256": ...}}, written by the packaging recipe.
-REGISTRY_FILE = ASSETS / "models.json"
-DEFAULT_MODEL = "en-small"
-# Limits when reading a single-file (zip) model: no member may claim more than this.
-MAX_MEMBER_BYTES = 2 << 30
-MAX_MEMBERS = 64  # a model has a handful of files; thousands of entries only cost time
 # Audio is run through the network in batches of at most this many seconds of (padded) audio.
 BATCH_SECONDS = 240.0
 # Longer inputs are cut into windows of at most this length at the quietest point near the end.
@@ -48,36 +43,6 @@ WINDOW_SECONDS = 30.0
 _SEARCH_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model; saved as config.json beside the weights."""
-
-    architecture: str
-    size: str
-    network: dict[str, Any]
-    features: dict[str, Any]
-    tokenizer: dict[str, Any]
-    decoding: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
-    # Exported models (harken.interop.onnx_export): format, files and variants; empty for PyTorch weights.
-    export: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: object = "config.json") -> "ModelConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelError(f"{source}: unknown keys {unknown} (expected some of {sorted(known)})")
-        missing = [k for k in ("architecture", "network", "features", "tokenizer") if k not in data]
-        if missing:
-            raise ModelError(f"{source}: missing keys {missing}")
-        version = data.get("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelError(f"{source}: model format version {version!r} is newer than this "
-                             f"harken understands ({FORMAT_VERSION}); upgrade harken")
-        return cls(**{"size": "custom", **data})
 
 
 class Model:
@@ -90,6 +55,7 @@ class Model:
                  path: Path | None = None, device: str | torch.device = "cpu") -> None:
         import torch
 
+        # torch: exported models (harken.interop.onnx_runtime) load without it
         from harken.features import FeatureConfig, make_featurizer
 
         self.config = config
@@ -106,6 +72,12 @@ class Model:
     @property
     def sample_rate(self) -> int:
         return self.feature_config.sample_rate
+
+    @property
+    def is_transducer(self) -> bool:
+        """Whether the network is a transducer (RNN-T): decoded by `harken.decoding.transducer_search`
+        over encoder frames rather than by CTC search over log-probabilities."""
+        return self.config.architecture == "transducer"
 
     @property
     def frame_seconds(self) -> float:
@@ -126,6 +98,7 @@ class Model:
         return self
 
     def __repr__(self) -> str:
+        # torch: exported models (harken.interop.onnx_runtime) load without it
         from harken.models.registry import count_parameters
 
         return (f"Model({self.config.architecture}/{self.config.size}, "
@@ -167,7 +140,7 @@ class Model:
         for row, i in enumerate(batch):
             results[i] = log_probs[row, : int(out_lengths[row])]
 
-    def transcribe(self, audio: Any, options: Any = None, *, vad: str | None = "auto",
+    def transcribe(self, audio: Any, options: DecodeOptions | None = None, *, vad: str | None = "auto",
                    **decode_options: Any) -> Transcript:
         """Transcribe one input (path, bytes, file object, float32 array at 16 kHz or (array, rate)).
 
@@ -178,7 +151,7 @@ class Model:
         """
         return self.transcribe_batch([audio], options, vad=vad, **decode_options)[0]
 
-    def transcribe_batch(self, sources: Iterable[Any], options: Any = None, *,
+    def transcribe_batch(self, sources: Iterable[Any], options: DecodeOptions | None = None, *,
                          vad: str | None = "auto", **decode_options: Any) -> list[Transcript]:
         """Transcribe many inputs, batching the network; results keep the input order.
 
@@ -191,14 +164,14 @@ class Model:
             for offset, window in split_long_audio(wave, self.sample_rate, vad=vad):
                 pieces.append((index, offset, window))
         log_probs = self.log_probs([p[2] for p in pieces])
-        decode = self._decoder(options, decode_options)
+        decode = self.decoder(options, **decode_options)
         per_input: list[list[Transcript]] = [[] for _ in waves]
         for (index, offset, _), lp in zip(pieces, log_probs):
             per_input[index].append(decode(lp, offset))
         return [merge_transcripts(parts, len(w) / self.sample_rate)
                 for parts, w in zip(per_input, waves)]
 
-    def iter_segments(self, audio: Any, options: Any = None, *, vad: str | None = "auto",
+    def iter_segments(self, audio: Any, options: DecodeOptions | None = None, *, vad: str | None = "auto",
                       batch_seconds: float = 60.0, **decode_options: Any) -> Iterator[Segment]:
         """Transcribe one input lazily: yield its `Segment`s (absolute times) in order.
 
@@ -209,7 +182,7 @@ class Model:
         words as `transcribe` with the same options.
         """
         wave = load_audio(audio, self.sample_rate)
-        decode = self._decoder(options, decode_options)
+        decode = self.decoder(options, **decode_options)
         group: list[tuple[float, np.ndarray]] = []
         queued = 0
         for offset, piece in split_long_audio(wave, self.sample_rate, vad=vad):
@@ -227,39 +200,41 @@ class Model:
         for (offset, _), lp in zip(pieces, log_probs):
             yield from decode(lp, offset).segments
 
-    def stream(self, options: Any = None, **kwargs: Any) -> Any:
+    def stream(self, options: DecodeOptions | None = None, **kwargs: Any) -> Stream:
         """A real-time `harken.streaming.Stream`: `feed(audio)`, `partial()`, `finish()`.
 
         Keyword arguments are decoding options (as for `transcribe`) and the stream settings
-        `endpoint`, `window_seconds`, `context_seconds` (see `harken.streaming.Stream`).
+        `endpoint`, `window_seconds`, `context_seconds`, `step` (see `harken.streaming.Stream`).
         """
-        from harken.streaming import Stream
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in STREAM_OPTIONS}
+        if self.is_transducer:
+            # transducer search runs its predictor with torch: imported only for transducers
+            from harken.decoding.transducer_search import transducer_stream_search
 
-        if getattr(self.network, "is_transducer", False):
-            from harken.decoding.transducer_search import transducer_stream
+            return Stream(self, search=transducer_stream_search(self, options, kwargs), **settings)
+        resolved = self.decode_options(options, **kwargs)
+        decoder = get_decoder(self.tokenizer, resolved) if resolved is not None else None
+        return Stream(self, decoder=decoder, **settings)
 
-            return transducer_stream(self, options, **kwargs)
-        return Stream(self, options, **kwargs)
+    def decode_options(self, options: DecodeOptions | None = None, **overrides: Any
+                       ) -> DecodeOptions | None:
+        """The `DecodeOptions` this model uses: its stored defaults, then `options`, then keyword
+        overrides (None: greedy); see `harken.decoding.resolve_options`."""
+        return resolve_options(self, options, overrides)
 
-    def decode_options(self, options: Any = None, **overrides: Any) -> Any:
-        """The `DecodeOptions` this model uses: its stored defaults, then `options`/overrides."""
-        from harken import decoding
-
-        if not hasattr(decoding, "DecodeOptions"):
-            return None
-        return decoding.resolve_options(self, options, overrides)  # type: ignore[attr-defined]
-
-    def _decoder(self, options: Any, overrides: dict[str, Any]):
-        from harken import decoding
-
-        if getattr(self.network, "is_transducer", False):
+    def decoder(self, options: DecodeOptions | None = None, **overrides: Any
+                ) -> Callable[[np.ndarray, float], Transcript]:
+        """The decode function of these options: (the network's output for one piece of audio,
+        its time offset in seconds) -> `Transcript`. Built once (LM, lexicon), used many times."""
+        if self.is_transducer:
+            # transducer search runs its predictor with torch: imported only for transducers
             from harken.decoding.transducer_search import frame_decoder
 
             return frame_decoder(self, options, overrides)
         resolved = self.decode_options(options, **overrides)
         if resolved is None:
             return lambda lp, offset: greedy_decode(lp, self.tokenizer, self.frame_seconds, offset)
-        decoder = decoding.get_decoder(self.tokenizer, resolved)  # type: ignore[attr-defined]
+        decoder = get_decoder(self.tokenizer, resolved)
         return lambda lp, offset: decoder.decode(lp, self.frame_seconds, time_offset=offset)
 
     # -- saving ----------------------------------------------------------------------------------
@@ -282,7 +257,6 @@ def split_long_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
     if len(audio) <= window:
         return [(0.0, audio)]
     if vad is not None:
-        from harken.vad import split_speech
 
         return split_speech(audio, sample_rate, window_seconds, method=vad)
     hop = sample_rate // 10
@@ -316,16 +290,8 @@ def merge_transcripts(parts: list[Transcript], duration: float) -> Transcript:
 # Model files
 # ---------------------------------------------------------------------------------------------
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] | None = None,
@@ -336,8 +302,6 @@ def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] |
     The write is atomic: a crash leaves either the old model or the new one.
     """
     from safetensors.torch import save_file
-
-    from harken.text import save_tokenizer
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,77 +336,10 @@ def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] |
     return path
 
 
-def _read_zip_model(path: Path, target: Path) -> None:
-    """Extract a single-file model safely: flat names only, no links, no duplicates, at most
-    `MAX_MEMBERS` members, sizes checked against the archive's own size before reading."""
-    if not path.is_file():  # a FIFO or a device would block or never end
-        raise ModelError(f"{path}: not a harken model file (not a regular file)")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{path}: not a harken model file ({exc})") from exc
-    with zf:
-        members = zf.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise ModelError(f"{path}: {len(members)} archive members; a model file holds at "
-                             f"most {MAX_MEMBERS}")
-        names = [info.filename for info in members]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ModelError(f"{path}: archive members {repeated} appear more than once")
-        # Stored members cannot hold more than the archive: a larger claim is a lie.
-        room = path.stat().st_size
-        for info in members:
-            name = info.filename
-            if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
-                raise ModelError(f"{path}: refusing archive member {name!r} (only plain file "
-                                 "names are allowed in a model file)")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise ModelError(f"{path}: refusing archive member {name!r} (a symbolic link)")
-            room -= info.file_size
-            if (info.file_size > MAX_MEMBER_BYTES or info.compress_type != zipfile.ZIP_STORED
-                    or room < 0):
-                raise ModelError(f"{path}: member {name!r} is compressed or too large "
-                                 f"({info.file_size} bytes); model files are stored uncompressed")
-            with zf.open(info) as src, open(target / name, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def bundled_models() -> dict[str, dict[str, str]]:
-    """The models shipped inside the package: name -> {"file", "sha256"}."""
-    if not REGISTRY_FILE.is_file():
-        return {}
-    return json.loads(REGISTRY_FILE.read_text(encoding="utf-8"))
 
 
-def resolve_model_path(path_or_name: str | os.PathLike | None) -> Path:
-    """A model path from a path, a bundled model's name (None: the default model) or the name
-    of a model fetched with `harken download` (bundled names and existing paths come first).
-
-    A bundled model's file is checked against the SHA-256 recorded when it was packaged.
-    """
-    name = DEFAULT_MODEL if path_or_name is None else str(path_or_name)
-    bundled = bundled_models()
-    if name in bundled:
-        path = ASSETS / bundled[name]["file"]
-        if not path.is_file():
-            raise ModelError(f"the bundled model {name!r} is not installed at {path}; reinstall "
-                             "harken or pass a model path")
-        if sha256_file(path) != bundled[name]["sha256"]:
-            raise ModelError(f"{path}: the bundled model {name!r} is corrupt (SHA-256 mismatch); "
-                             "reinstall harken")
-        return path
-    path = Path(name).expanduser()
-    if not path.exists():
-        from harken.interop.hub import downloaded_model_path
-
-        downloaded = downloaded_model_path(name)  # made by `harken download NAME`
-        if downloaded is not None:
-            return downloaded
-        known = ", ".join(bundled) or "none installed"
-        raise ModelError(f"{path}: no such model file or folder (bundled models: {known}; "
-                         "`harken models` lists models to download)")
-    return path
 
 
 def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu",
@@ -455,14 +352,12 @@ def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu
     ("onnx-fp32"/"onnx-int8" pick a variant; docs/export.md).
     """
     if backend != "torch":
-        from harken.interop.onnx_export import check_backend
-
         check_backend(backend)
     path = resolve_model_path(path_or_name)
     if path.is_dir():
         return _load_folder(path, path, device, backend)
     with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
-        _read_zip_model(path, Path(tmp))
+        read_zip_model(path, Path(tmp))
         return _load_folder(Path(tmp), path, device, backend)
 
 
@@ -470,14 +365,13 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    # torch: exported models (harken.interop.onnx_runtime) load without it
     from harken.features import FeatureConfig
+    # torch: exported models (harken.interop.onnx_runtime) load without it
     from harken.models.registry import build_model, config_from_dict
-    from harken.text import load_tokenizer
 
     config = read_config(folder, origin, backend)
     if backend != "torch":
-        from harken.interop.onnx_export import load_onnx_network
-
         network = load_onnx_network(config, folder, origin, backend, device)
         return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
                      path=origin, device=device)
@@ -499,41 +393,15 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
     return Model(config, network, tokenizer, path=origin, device=device)
 
 
-def read_config(folder: Path, origin: object, backend: str = "torch") -> ModelConfig:
-    """The `ModelConfig` of the model folder `folder` (`origin` names it in errors), after
-    checking the SHA-256 of every file it lists; `ModelError` for anything wrong."""
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelError(f"{origin}: not a harken model ({CONFIG_FILE} is missing)")
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelError(f"{origin}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{origin}: {CONFIG_FILE} must hold a JSON object")
-    config = ModelConfig.from_dict(data, source=f"{origin}/{CONFIG_FILE}")
-    if backend == "torch" and WEIGHTS_FILE not in config.files:
-        if config.export:
-            raise ModelError(f"{origin}: an exported {config.export.get('format')} model; load "
-                             "it with backend='onnx'")
-        raise ModelError(f"{origin}: {CONFIG_FILE} lists no checksum for {WEIGHTS_FILE}")
-    for name, expected in config.files.items():
-        member = folder / name
-        if Path(name).name != name or not member.is_file():
-            raise ModelError(f"{origin}: file {name!r} listed in {CONFIG_FILE} is missing")
-        actual = sha256_file(member)
-        if actual != expected:
-            raise ModelError(f"{origin}: {name} is corrupt or was changed (SHA-256 {actual[:12]}... "
-                             f"expected {expected[:12]}...)")
-    return config
 
 
 def new_model(architecture: str, size: str = "tiny", tokenizer: Any = None,
               features: dict[str, Any] | None = None, **overrides: Any) -> Model:
     """A freshly initialised model (for training) with the given architecture and size."""
+    # torch: exported models (harken.interop.onnx_runtime) load without it
     from harken.features import FeatureConfig
+    # torch: exported models (harken.interop.onnx_runtime) load without it
     from harken.models.registry import build_model, model_config
-    from harken.text import CharTokenizer
 
     tokenizer = tokenizer or CharTokenizer()
     feature_config = FeatureConfig.from_dict(features or {})

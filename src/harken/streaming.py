@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -42,10 +42,12 @@ from harken.decoding.types import Transcript, Word
 from harken.decoding.greedy import path_transcript
 from harken.errors import HarkenError
 from harken.features_np import STD_EPSILON, FeatureConfig
+from harken.vad import EndpointConfig, Endpointer
 
 if TYPE_CHECKING:  # torch is imported where used: exported models stream without it
     import torch
 
+    from harken.decoding.ctc_beam import Decoder
     from harken.features import LogMel
     from harken.model import Model
     from harken.vad import Endpointer
@@ -56,7 +58,7 @@ CONTEXT_SECONDS = 1.0
 # With beam search, words ending this long before the decoded end count as stable.
 BEAM_STABLE_SECONDS = 1.0
 # Options of `Model.stream` that configure the stream rather than the decoder.
-STREAM_OPTIONS = ("endpoint", "window_seconds", "context_seconds")
+STREAM_OPTIONS = ("endpoint", "window_seconds", "context_seconds", "step")
 
 
 @dataclass
@@ -183,17 +185,36 @@ class _Backend(Protocol):
     def tail(self) -> np.ndarray: ...
 
 
+# A network step run for a stream: (features (1, T, F), state, final) -> (log-probabilities
+# (1, T', V), new state); the network's own `stream_step` unless a stream is given another (the
+# server batches the steps of many streams).
+StepFunction = Callable[[Any, Any, bool], tuple[Any, Any]]
+
+
+class Search(Protocol):
+    """How a stream decodes its frames: greedy, CTC beam search, or a transducer search."""
+
+    exact_prefix: bool
+
+    def feed(self, frames: np.ndarray) -> None: ...
+
+    def result(self, tail: np.ndarray | None = None) -> Transcript: ...
+
+    def frames(self) -> int: ...
+
+
 class _StepBackend:
     """A streaming-capable network run step by step on incremental features."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, step: StepFunction | None = None) -> None:
         self.model = model
         self.network: Any = model.network
+        self._run = step or self.network.stream_step
         # numpy featurizers (harken.interop.onnx_runtime) bring their own incremental version
         streaming = getattr(model.featurizer, "streaming", None)
         self.features: Any = streaming() if streaming else StreamingLogMel(model.featurizer)
         net, cfg = self.network, model.feature_config
-        if getattr(net, "is_transducer", False):  # the latency of its encoder
+        if model.is_transducer:  # the latency of its encoder
             net = net.encoder
         if hasattr(net, "lookahead_frames"):  # DeepSpeech2: its own block plus the row conv
             frames = net.subsampling + (net.lookahead_frames or 0)
@@ -224,12 +245,12 @@ class _StepBackend:
 
     def _step(self, features: Any, final: bool) -> np.ndarray:
         if isinstance(features, np.ndarray):  # a network run without PyTorch
-            log_probs, self._state = self.network.stream_step(features[None], self._state, final)
+            log_probs, self._state = self._run(features[None], self._state, final)
             return np.asarray(log_probs[0])
         import torch
 
         with torch.inference_mode():
-            log_probs, self._state = self.network.stream_step(features[None], self._state, final)
+            log_probs, self._state = self._run(features[None], self._state, final)
         return log_probs[0].cpu().numpy()  # type: ignore[no-any-return]
 
 
@@ -363,18 +384,22 @@ class Stream:
     utterance length); their times count from the start of the stream.
     """
 
-    def __init__(self, model: Model, options: Any = None, *, endpoint: Any = None,
-                 window_seconds: float = WINDOW_SECONDS,
-                 context_seconds: float = CONTEXT_SECONDS, **decode_options: Any) -> None:
+    def __init__(self, model: Model, *, decoder: Decoder | None = None,
+                 search: Callable[[float], Search] | None = None, endpoint: Any = None,
+                 window_seconds: float = WINDOW_SECONDS, context_seconds: float = CONTEXT_SECONDS,
+                 step: StepFunction | None = None) -> None:
         self.model = model
         self.sample_rate = model.sample_rate
         network = model.network
         self.backend: _Backend
         if getattr(network, "streamable", False):
-            self.backend = _StepBackend(model)
+            self.backend = _StepBackend(model, step)
         else:
             self.backend = _WindowBackend(model, window_seconds, context_seconds)
-        self._decoder = self._make_decoder(options, decode_options)
+        if decoder is not None and search is not None:
+            raise ValueError("give a decoder or a search factory, not both")
+        self._decoder = decoder
+        self._make_search = search
         self.endpointer = _endpointer(endpoint, self.sample_rate)
         self._odd_byte = b""
         self._samples = 0  # samples fed since the stream started or was reset
@@ -451,21 +476,16 @@ class Stream:
         return self._close_utterance()
 
     # -- internals ----------------------------------------------------------------------------
-    def _make_decoder(self, options: Any, decode_options: dict[str, Any]) -> Any:
-        """The CTC beam search decoder of these options (None: greedy)."""
-        from harken import decoding
-
-        resolved = self.model.decode_options(options, **decode_options)
-        return (decoding.get_decoder(self.model.tokenizer, resolved)  # type: ignore[attr-defined]
-                if resolved is not None else None)
-
     @property
     def _offset(self) -> float:
         return self._utterance_start / self.sample_rate
 
     def _new_decoder(self) -> None:
-        if self._decoder is None:
-            self._search: _Greedy | _Beam = _Greedy(self.model, self._offset)
+        self._search: Search
+        if self._make_search is not None:
+            self._search = self._make_search(self._offset)
+        elif self._decoder is None:
+            self._search = _Greedy(self.model, self._offset)
         else:
             self._search = _Beam(self.model, self._decoder, self._offset)
 
@@ -554,7 +574,6 @@ def _microphone_chunks(size: int, sample_rate: int) -> Iterator[np.ndarray]:
 def _endpointer(endpoint: Any, sample_rate: int) -> Endpointer | None:
     if endpoint is None or endpoint is False:
         return None
-    from harken.vad import EndpointConfig, Endpointer
 
     if isinstance(endpoint, Endpointer):
         return endpoint

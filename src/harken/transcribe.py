@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator
 
 from harken.decoding.types import Segment, Transcript
 from harken.errors import HarkenError
+from harken.audio import is_audio_file, load_audio
 
 FORMATS = ("txt", "json", "srt", "vtt")
 # Subtitle cues: at most this many lines of at most this many characters (broadcast guidelines
@@ -29,7 +30,6 @@ class FileResult:
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Paths of the audio files named: files as given, directories walked for audio files."""
-    from harken.audio import is_audio_file
 
     paths: list[Path] = []
     for item in inputs:
@@ -48,7 +48,6 @@ def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
     When a group fails as a whole, its files are run one by one so only the bad one is lost.
 
     `vad` cuts long files into speech segments (see `Model.transcribe`); None keeps all audio."""
-    from harken.audio import load_audio
 
     paths = list(paths)
     for start in range(0, len(paths), group_size):

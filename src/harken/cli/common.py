@@ -7,6 +7,7 @@ from typing import Any
 
 from harken.decoding.options import requested_options
 from harken.errors import HarkenError
+from harken.model import load_model
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +63,6 @@ def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_model_args(args: argparse.Namespace):
-    from harken.model import load_model
-
     return load_model(args.model, device=args.device, backend=args.backend)
 
 

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harken.errors import ConfigError
+from harken.errors import ConfigError, HarkenError
 
 import logging
 import subprocess
 
-from harken.errors import HarkenError
 from harken.training.corpus import (
     DEFAULT_ALPHABET,
     _read_settings,
@@ -27,6 +26,8 @@ from harken.training.corpus import (
     write_manifest,
 )
 from harken.training.prepare import FORMATS, PrepareOptions, prepare
+from harken.training.augment import AugmentConfig, preview
+from harken.training.synth import describe_voices, discover_voices, synthesize
 
 
 def register(subparsers: Any) -> None:
@@ -126,13 +127,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_preview)
 
-
     register_prepare(sub)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from harken.training.synth import describe_voices, discover_voices, synthesize
-
     voices = discover_voices(args.engines)
     print(describe_voices(voices), file=sys.stderr)
     report = synthesize(
@@ -222,8 +220,6 @@ def _run_summary(args: argparse.Namespace) -> int:
 
 
 def _run_preview(args: argparse.Namespace) -> int:
-    from harken.training.augment import AugmentConfig, preview
-
     settings: dict[str, Any] = {}
     if args.augment:
         settings = _read_settings(args.augment)

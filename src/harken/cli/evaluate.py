@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harken.cli.common import add_decode_args, add_model_args, decode_options, load_model_args
+from harken.training.evaluate import evaluate_manifests
 
 
 def register(sub: Any) -> None:
@@ -23,8 +24,6 @@ def register(sub: Any) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from harken.training.evaluate import evaluate_manifests
-
     model = load_model_args(args)
     result = evaluate_manifests(model, args.manifests, decode_options(model, args), limit=args.limit,
                                 hyps_out=args.hyps, progress=not args.json and sys.stderr.isatty())

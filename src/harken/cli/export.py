@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from harken.model import load_model
 
 if TYPE_CHECKING:
 
@@ -28,8 +29,6 @@ def register(sub: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from harken.model import load_model
-
     model = load_model(args.model)
     out = export_onnx(model, args.out, int8=args.int8, opset=args.opset)
     info = json.loads((out / "config.json").read_text())["export"]

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harken.interop.hub import download, downloaded_model_path, load_catalogue, model_status, models_dir
+from harken.interop.hub import download, load_catalogue, model_status
+from harken.modelfile import downloaded_model_path, models_dir
 
 
 def register(sub: Any) -> None:

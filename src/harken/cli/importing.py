@@ -28,13 +28,16 @@ def register(sub: Any) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
+    # imported when the command runs: it loads torch, `harken --help` does not
     from harken.models.registry import count_parameters
 
     if args.importer == "nemo":
+        # imported when the command runs: it loads torch, `harken --help` does not
         from harken.interop.import_nemo import import_nemo
 
         model = import_nemo(args.source, args.out)
     else:
+        # imported when the command runs: it loads torch, `harken --help` does not
         from harken.interop.import_hf import import_hf
 
         model = import_hf(args.source, args.out, lowercase=not args.keep_case)

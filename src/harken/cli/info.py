@@ -16,6 +16,7 @@ def register(sub: Any) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
+    # imported when the command runs: it loads torch, `harken --help` does not
     from harken.models.registry import count_parameters
 
     model = load_model_args(args)

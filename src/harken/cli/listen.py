@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from harken.cli.common import add_decode_args, add_model_args, decode_overrides, load_model_args
+from harken.streaming import live_chunks
+from harken.vad import EndpointConfig
 
 
 def register(sub: Any) -> None:
@@ -28,9 +30,6 @@ def register(sub: Any) -> None:
 
 
 def _run_listen(args: argparse.Namespace) -> int:
-    from harken.streaming import live_chunks
-    from harken.vad import EndpointConfig
-
     model = load_model_args(args)
     overrides = decode_overrides(args)
     endpoint = EndpointConfig(silence_ms=args.silence_ms, method=args.vad)

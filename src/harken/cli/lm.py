@@ -6,6 +6,8 @@ from typing import Any
 
 from harken.decoding.lm import ESTIMATORS, KENLM_BIN_ENV, UNITS, build_lm, read_lm_info, write_lm_info
 from harken.errors import ConfigError
+from harken.model import load_model
+from harken.training.lm_tune import LM_WEIGHTS, WORD_SCORES, tune_lm
 
 
 def register(subparsers: Any) -> None:
@@ -60,7 +62,6 @@ def _run_build(args: Any) -> int:
     if args.unit == "token":
         if not args.model:
             raise ConfigError("--unit token needs --model (its tokenizer splits the text)")
-        from harken.model import load_model
 
         tokenizer = load_model(args.model).tokenizer
     started = time.perf_counter()
@@ -86,9 +87,6 @@ def _run_build(args: Any) -> int:
 
 
 def _run_tune(args: Any) -> int:
-    from harken.model import load_model
-    from harken.training.lm_tune import LM_WEIGHTS, WORD_SCORES, tune_lm
-
     model = load_model(args.model, device=args.device)
     result = tune_lm(model, args.manifests, args.lm, lm_weights=args.lm_weights or LM_WEIGHTS,
                      word_scores=args.word_scores or WORD_SCORES, beam_widths=args.beam_widths,

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
-from harken import __version__
+from harken.version import __version__
 from harken.cli import (data, evaluate, export, hub, importing, info, listen, lm, serve, tokenizer, train,
                         transcribe)
 from harken.errors import HarkenError

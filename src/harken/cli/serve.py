@@ -8,20 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from harken.errors import require
-from harken.serving.app import (
-    API_KEY_ENV,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    ServerConfig,
-    create_app,
-    default_db_path,
-    log,
-)
+from harken.serving.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_db_path
+from harken.cli.common import add_decode_args, add_model_args, decode_overrides
+from harken.model import load_model
 
 
 def register(sub: Any) -> None:
     """Add `harken serve` to the command line."""
-    from harken.cli.common import add_decode_args, add_model_args
 
     defaults = ServerConfig(db=":memory:")
     p = sub.add_parser("serve", help="speech recognition server (REST, WebSocket, jobs, web page)",
@@ -78,9 +71,6 @@ def register(sub: Any) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from harken.cli.common import decode_overrides
-    from harken.model import load_model
-
     uvicorn = require("uvicorn", "server")
     require("fastapi", "server")
     if args.torch_threads is not None:
@@ -99,6 +89,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         model_name=Path(args.model).stem if args.model else "en-small",
         decode_options=overrides)
     model = load_model(args.model, device=args.device, backend=args.backend)
+    # the server's batching runs the network with torch: imported when serving, not for --help
+    from harken.serving.app import create_app, log
+
     app = create_app(model, config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+from harken.text import read_texts, train_sentencepiece
 
 
 
@@ -22,8 +23,6 @@ def register(sub: Any) -> None:
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
-    from harken.text import read_texts, train_sentencepiece
-
     texts = (t for s in args.sources for t in read_texts(s))
     tokenizer = train_sentencepiece(texts, args.vocab_size, model_type=args.model_type,
                                     language=args.language)

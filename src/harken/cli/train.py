@@ -22,7 +22,9 @@ def register(sub: Any) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from harken.training.loop import load_config, train
+    # imported when the command runs: it loads torch, `harken --help` does not
+    from harken.training.config import load_config
+    from harken.training.loop import train
 
     overrides = list(args.overrides)
     if args.device:

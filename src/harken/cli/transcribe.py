@@ -12,6 +12,7 @@ from harken.errors import ConfigError, HarkenError
 from harken.serving.batch_jobs import (FILES_PER_TASK, FORMATS, SUMMARY_FILE, BatchSettings, _clock,
                                        collect_inputs, read_summary, run_batch)
 from harken.cli.common import add_decode_args, add_model_args, decode_overrides, decode_options, load_model_args
+from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
 
 
 def register(sub: Any) -> None:
@@ -35,8 +36,6 @@ def register(sub: Any) -> None:
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
-    from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
-
     if args.output_dir is not None:
         return run_batch_command(args)
     if "," in args.format or args.workers != 1 or args.ray:

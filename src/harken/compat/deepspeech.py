@@ -31,6 +31,10 @@ import numpy as np
 from harken.decoding.options import DEFAULT_BEAM_WIDTH, DecodeOptions
 from harken.decoding.types import Transcript
 from harken.errors import HarkenError
+from harken.version import __version__
+from harken.decoding.ctc_beam import get_decoder
+from harken.model import load_model
+from harken.modelfile import bundled_models
 
 # DeepSpeech's time step: token timesteps count units of 20 ms.
 TIMESTEP_SECONDS = 0.02
@@ -105,8 +109,6 @@ class Model:
     """
 
     def __init__(self, model_path: str | os.PathLike[str]) -> None:
-        from harken.model import load_model
-
         if not os.path.exists(model_path) and not _is_bundled(str(model_path)):
             raise _error("CreateModel", ERR_NO_MODEL, f"{model_path} does not exist")
         try:
@@ -208,8 +210,6 @@ class Model:
                              hotwords=dict(hotwords), nbest=max(1, int(num_results)))
 
     def _check_decoder(self, options: DecodeOptions) -> None:
-        from harken.decoding.ctc_beam import get_decoder
-
         get_decoder(self._model.tokenizer, options)
 
     def _transcribe(self, audio_buffer: np.ndarray, num_results: int) -> Transcript:
@@ -299,14 +299,11 @@ def _pcm16(audio_buffer: Any) -> np.ndarray:
 
 
 def _is_bundled(name: str) -> bool:
-    from harken.model import bundled_models
-
     return name in bundled_models()
 
 
 def version() -> str:
     """harken's version (DeepSpeech's `deepspeech.version()`)."""
-    from harken import __version__
 
     return __version__
 

@@ -38,6 +38,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from harken.errors import ConfigError, DependencyError, HarkenError
+from harken.text import normalize_text, read_texts
 
 WORD_BOUNDARY = "|"  # between the words of a character LM's sentences
 UNITS = ("word", "char", "token")
@@ -195,7 +196,6 @@ def _stem(path: Path) -> Path:
 def iter_texts(texts: Iterable[str] | str | os.PathLike[str]) -> Iterator[str]:
     """Lines of text: strings as they are; paths (str with an existing file, or Path) are read
     with `harken.text.read_texts` (plain text, .gz, JSONL/CSV manifests)."""
-    from harken.text import read_texts
 
     if isinstance(texts, (str, os.PathLike)):
         texts = [texts]  # type: ignore[list-item]
@@ -225,7 +225,6 @@ def lm_sentences(
         raise ValueError("unit='token' needs the model's tokenizer (tokenizer=...)")
     normalise = None
     if normalize:
-        from harken.text import normalize_text
 
         normalise = normalize_text
     for line in iter_texts(texts):
@@ -381,6 +380,30 @@ class _Order:
     first: np.ndarray  # first word id (n-grams starting with <s> keep raw counts)
 
 
+def _word_ids(sentences: Iterable[Sequence[str]]) -> tuple[np.ndarray, dict[str, int], int]:
+    """(the text as one id stream with <s> and </s> around each sentence, word -> id, sentences)."""
+    vocab: dict[str, int] = {UNK: _UNK_ID, BOS: _BOS_ID, EOS: _EOS_ID}
+    chunks: list[np.ndarray] = []
+    ids: list[int] = []
+    n_sentences = 0
+    for units in sentences:
+        ids.append(_BOS_ID)
+        for u in units:
+            i = vocab.get(u)
+            if i is None:
+                if u in (BOS, EOS):
+                    raise ValueError(f"the text contains the reserved LM symbol {u!r}")
+                i = vocab[u] = len(vocab)
+            ids.append(i)
+        ids.append(_EOS_ID)
+        n_sentences += 1
+        if len(ids) > 1 << 20:
+            chunks.append(np.asarray(ids, dtype=np.int64))
+            ids = []
+    chunks.append(np.asarray(ids, dtype=np.int64))
+    return np.concatenate(chunks), vocab, n_sentences
+
+
 def estimate_kneser_ney(
     sentences: Iterable[Sequence[str]],
     order: int,
@@ -407,26 +430,7 @@ def estimate_kneser_ney(
     Returns {"sentences", "tokens", "ngrams_1", ...}.
     """
     thresholds = prune_thresholds(prune, order)
-    vocab: dict[str, int] = {UNK: _UNK_ID, BOS: _BOS_ID, EOS: _EOS_ID}
-    chunks: list[np.ndarray] = []
-    ids: list[int] = []
-    n_sentences = 0
-    for units in sentences:
-        ids.append(_BOS_ID)
-        for u in units:
-            i = vocab.get(u)
-            if i is None:
-                if u in (BOS, EOS):
-                    raise ValueError(f"the text contains the reserved LM symbol {u!r}")
-                i = vocab[u] = len(vocab)
-            ids.append(i)
-        ids.append(_EOS_ID)
-        n_sentences += 1
-        if len(ids) > 1 << 20:
-            chunks.append(np.asarray(ids, dtype=np.int64))
-            ids = []
-    chunks.append(np.asarray(ids, dtype=np.int64))
-    stream = np.concatenate(chunks)
+    stream, vocab, n_sentences = _word_ids(sentences)
     stats = {"sentences": n_sentences, "tokens": int(len(stream) - 2 * n_sentences)}
     if n_sentences == 0:
         return stats

@@ -32,16 +32,17 @@ import functools
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from harken.decoding.options import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, DecodeOptions
+from harken.decoding.options import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, DecodeOptions, resolve_options
 from harken.decoding.types import Alternative, Transcript, build_transcript
 from harken.decoding.greedy import greedy_decode
 from harken.errors import ConfigError
+from harken.decoding.ctc_beam import _quiet_stderr, add_hotword, get_decoder
 
 # Greedy search: at most this many tokens are emitted at one encoder frame.
 MAX_SYMBOLS_PER_FRAME = 3
@@ -57,8 +58,6 @@ class _HotwordTrie:
     """Token sequences of the hotwords; `bonus[node]` is what reaching `node` earns."""
 
     def __init__(self, hotwords: dict[str, float], tokenizer: Any) -> None:
-        from harken.decoding.ctc_beam import add_hotword
-
         self.children: list[dict[int, int]] = [{}]
         self.bonus = [0.0]
         self.terminal = [False]
@@ -96,8 +95,6 @@ class _HotwordTrie:
 @functools.lru_cache(maxsize=4)
 def _kenlm_model(path: str, stamp: tuple[int, int]) -> Any:
     import kenlm
-
-    from harken.decoding.ctc_beam import _quiet_stderr
 
     try:
         with _quiet_stderr():  # KenLM prints a progress bar while it reads an ARPA file
@@ -449,8 +446,6 @@ def split_options(model: Any, options: Any, overrides: dict[str, Any]
     """(head, max_symbols, DecodeOptions or None for greedy) from `Model.transcribe` options:
     `head` ("transducer", or "ctc" for hybrid models) and `max_symbols` are taken out, the
     rest resolved as for CTC models."""
-    from harken.decoding.options import resolve_options
-
     overrides = dict(overrides)
     head = overrides.pop(HEAD_OPTION, "transducer")
     max_symbols = overrides.pop("max_symbols", MAX_SYMBOLS_PER_FRAME)
@@ -470,7 +465,6 @@ def frame_decoder(model: Any, options: Any, overrides: dict[str, Any]) -> Any:
     head, max_symbols, resolved = split_options(model, options, overrides)
     network = model.network
     if head == "ctc":
-        from harken.decoding.ctc_beam import get_decoder
 
         ctc_decoder = get_decoder(model.tokenizer, resolved) if resolved is not None else None
 
@@ -493,27 +487,17 @@ def frame_decoder(model: Any, options: Any, overrides: dict[str, Any]) -> Any:
 
 # --- streaming ---------------------------------------------------------------------------------
 
-def transducer_stream(model: Any, options: Any = None, **kwargs: Any) -> Any:
-    """`Model.stream()` for transducers: the same `Stream` (feed / partial / finish,
-    endpointing), with the transducer search keeping the predictor state and the beam."""
-    from harken.streaming import STREAM_OPTIONS, Stream
-
-    stream_settings = {k: kwargs.pop(k) for k in list(kwargs) if k in STREAM_OPTIONS}
-    head, max_symbols, resolved = split_options(model, options, kwargs)
+def transducer_stream_search(model: Any, options: Any, overrides: dict[str, Any]
+                             ) -> Callable[[float], "_StreamSearch"]:
+    """The search factory of `Model.stream()` for transducers (`harken.streaming.Stream`'s
+    `search`): given an utterance's time offset, a search keeping the predictor state and the beam."""
+    head, max_symbols, resolved = split_options(model, options, overrides)
     if head == "ctc":
         raise ConfigError("streaming decodes with the transducer head; head='ctc' is for "
                           "Model.transcribe")
-
-    class TransducerStream(Stream):
-        def _make_decoder(self, options: Any, decode_options: dict[str, Any]) -> Any:
-            return None
-
-        def _new_decoder(self) -> None:
-            self._search = _StreamSearch(make_search(model.network, model.tokenizer,
-                                                     model.frame_seconds, resolved,
-                                                     self._offset, max_symbols))
-
-    return TransducerStream(model, None, **stream_settings)
+    return lambda offset: _StreamSearch(make_search(model.network, model.tokenizer,
+                                                    model.frame_seconds, resolved, offset,
+                                                    max_symbols))
 
 
 class _StreamSearch:

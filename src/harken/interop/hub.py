@@ -33,17 +33,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harken.errors import ConfigError, HarkenError
-from harken.model import ASSETS, CONFIG_FILE, sha256_file
+from harken.modelfile import ASSETS, NAME_PATTERN, downloaded_model_path, models_dir, sha256_file
+from harken.version import __version__
 
 CATALOGUE_FILE = ASSETS / "catalogue.json"
-CACHE_ENV = "HARKEN_CACHE"
 CHECKSUMS_FILE = "checksums.json"  # name -> {file: sha256} recorded on first download
 DOWNLOADS_DIR = ".downloads"  # sources being fetched, under the models folder
 KINDS = ("nemo", "hf")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Progress = Callable[[str, int, "int | None"], None]  # (file, bytes so far, total or None)
@@ -118,7 +117,7 @@ def _checkpoint(entry: Any, where: str) -> Checkpoint:
             raise ConfigError(f"{where}: {key!r} must be a non-empty string")
     name, kind, url = entry["name"], entry["kind"], entry["url"]
     where = f"{where} ({name})"
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise ConfigError(f"{where}: the name may hold only letters, digits, '.', '_' and '-'")
     if kind not in KINDS:
         raise ConfigError(f"{where}: kind {kind!r} is not one of {list(KINDS)}")
@@ -189,22 +188,8 @@ def _hf_files(files: Any, where: str) -> tuple[tuple[str | None, ...], ...]:
 
 # -- the cache -------------------------------------------------------------------------------
 
-def models_dir() -> Path:
-    """Where downloaded models live: ``$HARKEN_CACHE/models``, else ``~/.cache/harken/models``
-    (``$XDG_CACHE_HOME/harken/models`` when that is set)."""
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "harken")
-    return Path(root).expanduser() / "models"
 
 
-def downloaded_model_path(name: str, folder: str | os.PathLike[str] | None = None
-                          ) -> Path | None:
-    """The model folder `harken download NAME` made, or None."""
-    if not _NAME.match(name):
-        return None
-    path = (Path(folder) if folder is not None else models_dir()) / name
-    return path if (path / CONFIG_FILE).is_file() else None
 
 
 def model_status(name: str, folder: Path) -> str:
@@ -354,8 +339,6 @@ def fetch(url: str, dest: Path, expected_sha256: str | None = None, *, allow_htt
 
 
 def _user_agent() -> str:
-    from harken import __version__
-
     return f"harken/{__version__}"
 
 
@@ -402,6 +385,7 @@ def download(name: str, folder: str | os.PathLike[str] | None = None, *,
         if not _SHA256.match(sha256.lower()):
             raise ConfigError(f"--sha256 {sha256!r}: expected 64 hex digits")
     if entry.kind == "nemo":
+        # importing a checkpoint needs torch; listing and downloading do not
         from harken.interop.import_nemo import _yaml
 
         _yaml()  # fail before a long download when PyYAML is missing
@@ -459,10 +443,12 @@ def _fetch_first(entry: Checkpoint, alternatives: tuple[str | None, ...], source
 
 def _import(entry: Checkpoint, source: Path, target: Path) -> None:
     if entry.kind == "nemo":
+        # importing a checkpoint needs torch; listing and downloading do not
         from harken.interop.import_nemo import import_nemo
 
         import_nemo(source / entry.files[0][0], target)
     else:
+        # importing a checkpoint needs torch; listing and downloading do not
         from harken.interop.import_hf import import_hf
 
         import_hf(source, target)

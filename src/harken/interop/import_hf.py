@@ -22,6 +22,7 @@ import torch
 from harken.errors import ModelError
 from harken.interop.importers import blank_first, build_imported, check_unused, sha256_of
 from harken.model import Model
+from harken.text import VocabTokenizer
 
 _MODEL_TYPES = {"wav2vec2": ("Wav2Vec2ForCTC", "wav2vec2."), "hubert": ("HubertForCTC", "hubert.")}
 # Weights only used in pre-training or fine-tuning (masking, quantiser, projections).
@@ -62,7 +63,6 @@ def hf_to_harken(config: dict[str, Any], state: dict[str, torch.Tensor], vocab: 
                  preprocessor: dict[str, Any], source: str = "<hf>",
                  lowercase: bool = True) -> Model:
     """Build the harken model of a transformers CTC config, state dict and vocabulary."""
-    from harken.text import VocabTokenizer
 
     model_type = config.get("model_type")
     if model_type not in _MODEL_TYPES:

@@ -28,6 +28,8 @@ import torch
 from harken.errors import DependencyError, ModelError
 from harken.interop.importers import blank_first, build_imported, check_unused, sha256_of
 from harken.model import Model
+from harken.features import FeatureConfig, mel_filterbank
+from harken.text import CharTokenizer, SentencePieceTokenizer
 
 # Keys of NeMo's state dict that harken recomputes (mel filters, window, positional tables).
 _DERIVED_PREFIXES = ("preprocessor.", "encoder.pos_enc.", "spec_augmentation.", "loss.")
@@ -302,7 +304,6 @@ def conformer_config(encoder: dict[str, Any], source: str = "<nemo>") -> dict[st
 
 def _tokenizer(config: dict[str, Any], decoder: dict[str, Any], files: dict[str, bytes],
                source: str) -> Any:
-    from harken.text import CharTokenizer, SentencePieceTokenizer
 
     tok = config.get("tokenizer")
     if tok:
@@ -329,7 +330,6 @@ def _tokenizer(config: dict[str, Any], decoder: dict[str, Any], files: dict[str,
 
 def _check_filterbank(state: dict[str, Any], features: dict[str, Any], source: str) -> None:
     """The archive's mel filters (when stored) must equal the ones harken computes."""
-    from harken.features import FeatureConfig, mel_filterbank
 
     stored = state.get("preprocessor.featurizer.fb")
     if stored is None:

@@ -18,7 +18,10 @@ from typing import Any
 import torch
 
 from harken.errors import ModelError
-from harken.model import Model, ModelConfig
+from harken.model import Model
+from harken.modelfile import ModelConfig
+from harken.features import FeatureConfig
+from harken.models.registry import build_model, config_from_dict
 
 
 def blank_first(weight: torch.Tensor, blank: int) -> torch.Tensor:
@@ -39,8 +42,6 @@ def build_imported(architecture: str, network: dict[str, Any], features: dict[st
                    origin: dict[str, Any]) -> Model:
     """The harken `Model` of an imported network; `ModelError` naming missing, unexpected or
     mis-shaped weights."""
-    from harken.features import FeatureConfig
-    from harken.models.registry import build_model, config_from_dict
 
     feature_config = FeatureConfig.from_dict(features)
     net_config = config_from_dict(architecture, network, source=f"{source} ({architecture})")

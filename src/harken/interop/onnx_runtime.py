@@ -28,9 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from harken.errors import ConfigError, ModelError
-from harken.interop.onnx_export import BACKENDS, OnnxNetwork, check_backend, load_onnx_network
+from harken.interop.onnx_network import BACKENDS, OnnxNetwork, check_backend, load_onnx_network
 from harken.features_np import FeatureConfig, make_numpy_featurizer
-from harken.model import Model, ModelConfig, _read_zip_model, read_config, resolve_model_path
+from harken.model import Model
+from harken.modelfile import ModelConfig, read_zip_model, read_config, resolve_model_path
 from harken.text import load_tokenizer
 
 # The backends an exported CTC model can be run with here (not "torch").
@@ -101,7 +102,7 @@ def load_onnx_model(path: str | os.PathLike, backend: str = "onnx", device: str 
     if resolved.is_dir():
         return _load_folder(resolved, resolved, backend, device, threads)
     with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
-        _read_zip_model(resolved, Path(tmp))
+        read_zip_model(resolved, Path(tmp))
         return _load_folder(Path(tmp), resolved, backend, device, threads)
 
 

@@ -40,6 +40,7 @@ TOLERANCE = 1e-4
 
 def can_export_stream(network: Any) -> bool:
     """Whether `network` has an exportable step function (unidirectional DeepSpeech2)."""
+    # torch: only when exporting (the ONNX runtime path runs without it)
     from harken.models.deepspeech2 import DeepSpeech2
 
     return isinstance(network, DeepSpeech2) and network.streamable and all(

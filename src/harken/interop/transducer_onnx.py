@@ -40,6 +40,10 @@ from torch import Tensor, nn
 
 from harken.decoding.types import Transcript, build_transcript
 from harken.errors import ModelError, require
+from harken.audio import load_audio
+from harken.features import FeatureConfig, LogMel
+from harken.modelfile import CONFIG_FILE, ModelConfig, sha256_file
+from harken.text import load_tokenizer, save_tokenizer
 
 GRAPHS = ("encoder.onnx", "predictor.onnx", "joint.onnx")
 OPSET = 17
@@ -102,8 +106,6 @@ def export_transducer_onnx(model: Any, out_dir: str | os.PathLike, opset: int = 
     With `check`, each graph is run with ONNX Runtime on inputs other than the traced ones and
     compared with PyTorch; a difference above `CHECK_TOLERANCE` raises `ModelError`.
     """
-    from harken.model import CONFIG_FILE, sha256_file
-    from harken.text import save_tokenizer
 
     if not getattr(model.network, "is_transducer", False):
         raise ModelError(f"{model.path}: not a transducer model; use harken.interop.onnx_export.export_onnx")
@@ -213,10 +215,6 @@ class OnnxTransducer:
         require("onnxruntime", "onnx")
         import onnxruntime
 
-        from harken.features import FeatureConfig, LogMel
-        from harken.model import CONFIG_FILE, ModelConfig, sha256_file
-        from harken.text import load_tokenizer
-
         self.folder = Path(folder)
         config_path = self.folder / CONFIG_FILE
         if not config_path.is_file():
@@ -253,7 +251,6 @@ class OnnxTransducer:
     def transcribe(self, audio: Any, max_symbols: int = 3) -> Transcript:
         """Greedy transcript of one input (path, bytes, array, ...), as `Model.transcribe`
         with greedy decoding."""
-        from harken.audio import load_audio
 
         wave = load_audio(audio, self.feature_config.sample_rate)
         frames = self.encode(wave)

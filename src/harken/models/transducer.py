@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harken.errors import ConfigError
-from harken.models.registry import ConfigMixin, build_model, model_config
+from harken.models.registry import ARCHITECTURES, build_model, ConfigMixin, model_config
 from harken.models.rnnt_loss import chunked_rnnt_loss
 
 Head = Literal["transducer", "hybrid"]
@@ -71,8 +71,6 @@ class TransducerConfig(ConfigMixin):
     loss_chunk: int = 0
 
     def __post_init__(self) -> None:
-        from harken.models.registry import ARCHITECTURES
-
         self._require(self.encoder in ARCHITECTURES and self.encoder != "transducer",
                       "encoder", f"one of {sorted(set(ARCHITECTURES) - {'transducer'})}")
         self._require(self.encoder_overrides is None or isinstance(self.encoder_overrides, dict),

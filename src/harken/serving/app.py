@@ -31,22 +31,24 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from harken.serving.batching import Batcher, StreamStepBatcher, batch_stream_steps
+from harken.serving.batching import Batcher, StreamStepBatcher
 from harken.decoding.types import Transcript, Word
 from harken.errors import AudioError, ConfigError, HarkenError, require
+from harken.serving.config import ServerConfig
+from harken.audio import load_audio
+from harken.model import merge_transcripts, split_long_audio
+from harken.serving.jobs import JobStore
+from harken.transcribe import _segments, format_transcript
+from harken.vad import EndpointConfig
 
 log = logging.getLogger("harken.serving.app")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-API_KEY_ENV = "HARKEN_API_KEY"
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 TIMESTAMP_GRANULARITIES = ("word", "segment")
 STREAM_ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32": np.dtype("<f4")}
@@ -63,49 +65,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER, CLOSE_IDLE = 1000, 1008, 1011, 1013, 4408
 
 
-def default_db_path() -> str:
-    """Where jobs are kept unless `--db` says otherwise: $XDG_DATA_HOME/harken/jobs.sqlite3."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "harken", "jobs.sqlite3")
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Limits and settings of a server; validated once."""
-
-    api_key: str | None = None
-    max_upload_bytes: int = 100 << 20
-    max_audio_seconds: float = 600.0  # per synchronous request; jobs take any length
-    request_timeout_seconds: float = 300.0
-    idle_stream_seconds: float = 30.0
-    max_streams: int = 32
-    max_batch: int = 8  # pieces of audio per acoustic-model batch (1: no batching)
-    max_stream_batch: int = 32  # stream steps per batch (1: no batching)
-    max_wait_ms: float = 10.0
-    threads: int = 2  # inference worker threads
-    job_workers: int = 1  # jobs transcribed at once (0: accept jobs, transcribe none)
-    db: str = field(default_factory=default_db_path)
-    cors_origins: tuple[str, ...] = ()
-    vad: str = "webrtc"  # endpointing of streams
-    silence_ms: float = 600.0
-    model_name: str = "harken"
-    decode_options: dict[str, Any] = field(default_factory=dict)  # server-wide overrides
-
-    def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_streams", "max_batch", "max_stream_batch",
-                     "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.job_workers, int) or self.job_workers < 0:
-            raise ConfigError(f"job_workers must be >= 0, got {self.job_workers!r}")
-        for name in ("max_audio_seconds", "request_timeout_seconds", "idle_stream_seconds",
-                     "silence_ms"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        if not 0 <= self.max_wait_ms < 10_000:
-            raise ConfigError(f"max_wait_ms must be in [0, 10000), got {self.max_wait_ms!r}")
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -180,7 +141,6 @@ def _word_dict(word: Word) -> dict[str, Any]:
 def verbose_json(transcript: Transcript, language: str,
                  granularities: tuple[str, ...] = ("segment",)) -> dict[str, Any]:
     """The OpenAI `verbose_json` shape: text, duration, and segments and/or words."""
-    from harken.transcribe import _segments
 
     out: dict[str, Any] = {"task": "transcribe", "language": language,
                            "duration": transcript.duration, "text": transcript.text}
@@ -214,8 +174,6 @@ class RequestError(Exception):
 
 
 def _load_upload(data: bytes, filename: str, sample_rate: int) -> np.ndarray:
-    from harken.audio import load_audio
-
     upload = io.BytesIO(data)
     upload.name = filename  # AudioError messages name the uploaded file
     return load_audio(upload, sample_rate)
@@ -227,8 +185,6 @@ class Service:
     """What the endpoints share: the model, the batcher, the worker threads, jobs, metrics."""
 
     def __init__(self, model: Any, config: ServerConfig) -> None:
-        from harken.serving.jobs import JobStore
-
         self.model = model
         self.config = config
         self.metrics = Metrics()
@@ -288,7 +244,6 @@ class Service:
                          max_seconds: float | None, endpoint: str) -> Transcript:
         """Transcribe an uploaded file exactly as `Model.transcribe` does, batching the network
         with concurrent requests."""
-        from harken.model import merge_transcripts, split_long_audio
 
         model, started = self.model, time.perf_counter()
         wave = await self.run_sync(_load_upload, data, filename, model.sample_rate)
@@ -297,7 +252,7 @@ class Service:
             raise RequestError(413, f"{filename}: audio is {seconds:.1f} s long; this server "
                                f"transcribes at most {max_seconds:g} s per request (POST "
                                "/v1/jobs takes longer files)", "audio_too_long", "file")
-        decode = await self.run_sync(model._decoder, None, overrides)
+        decode = await self.run_sync(partial(model.decoder, None, **overrides))
         pieces = await self.run_sync(partial(split_long_audio, wave, model.sample_rate,
                                              vad="auto"))
         log_probs = await self.batcher.log_probs([p for _, p in pieces])  # type: ignore[union-attr]
@@ -354,8 +309,6 @@ class StreamSession:
     returns the messages to send. Runs in a worker thread (one call at a time per session)."""
 
     def __init__(self, service: Service, settings: dict[str, Any]) -> None:
-        from harken.vad import EndpointConfig
-
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
                  "silence_ms"}
         unknown = sorted(set(settings) - known)
@@ -388,10 +341,9 @@ class StreamSession:
                 raise ConfigError(f"stream config: silence_ms must be a positive number of "
                                   f"milliseconds, got {silence_ms!r}")
             endpoint = EndpointConfig(silence_ms=float(silence_ms), method=service.config.vad)
-        self.stream = model.stream(endpoint=endpoint, **service.decode_overrides(hotwords))
         self.batcher = service.stream_batcher
-        if self.batcher is not None:
-            batch_stream_steps(self.stream, self.batcher)
+        step = self.batcher.step if self.batcher is not None else None
+        self.stream = model.stream(endpoint=endpoint, step=step, **service.decode_overrides(hotwords))
         self.resampler = None
         if self.sample_rate != model.sample_rate:
             import soxr
@@ -709,7 +661,6 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         if response_format == "verbose_json":
             return JSONResponse(verbose_json(transcript, form.get("language") or "en",
                                              granularities))
-        from harken.transcribe import format_transcript
 
         fmt = "txt" if response_format == "text" else response_format
         media = "text/vtt" if fmt == "vtt" else "text/plain"

@@ -34,7 +34,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from harken.decoding.options import requested_options
 from harken.errors import ConfigError, HarkenError, ManifestError, require
-from harken.transcribe import FORMATS, atomic_write_text
+from harken.transcribe import (atomic_write_text, expand_inputs, format_transcript, FORMATS,
+                               transcribe_files)
+from harken.audio import is_audio_file
+from harken.model import load_model
+from harken.training.manifests import AUDIO_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +105,6 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[BatchInput]
     """Audio files named by `inputs` (files, folders walked for audio, manifests), with output
     names: a folder's files keep their path under it, a manifest's their path under the
     manifest's folder, other files their name. Two inputs with one output name are refused."""
-    from harken.audio import is_audio_file
-    from harken.transcribe import expand_inputs
 
     items: list[BatchInput] = []
     for item in inputs:
@@ -138,8 +140,6 @@ def read_audio_list(manifest: str | os.PathLike[str]) -> list[Path]:
     against the manifest's folder; a path listed twice is kept once. Transcripts are not needed.
     """
     import csv
-
-    from harken.training.data import AUDIO_KEYS
 
     manifest = Path(manifest)
     base = manifest.resolve().parent
@@ -197,8 +197,6 @@ class Transcriber:
     def __init__(self, settings: BatchSettings) -> None:
         import torch
 
-        from harken.model import load_model
-
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.settings = settings
@@ -206,8 +204,6 @@ class Transcriber:
         self.options = requested_options(self.model, settings.decode)
 
     def __call__(self, paths: Sequence[str]) -> list[dict[str, Any]]:
-        from harken.transcribe import format_transcript, transcribe_files
-
         start = time.perf_counter()
         results = list(transcribe_files(self.model, [Path(p) for p in paths], self.options,
                                         group_size=max(1, len(paths)), vad=self.settings.vad))

@@ -24,8 +24,9 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from harken.models.deepspeech2 import DeepSpeech2State
+from harken.models.registry import TimeBuffer
 
-from harken.streaming import _StepBackend
 
 class Batcher:
     """Runs the acoustic model on pieces of audio from concurrent requests together.
@@ -122,7 +123,6 @@ class _StepRequest:
 
 def _ds2_key(features: torch.Tensor, state: Any) -> tuple[Any, ...] | None:
     """What must be equal for DeepSpeech2 states to be stacked (None: cannot be)."""
-    from harken.models.deepspeech2 import DeepSpeech2State
 
     if not isinstance(state, DeepSpeech2State) or state.finished:
         return None
@@ -135,8 +135,6 @@ def _ds2_key(features: torch.Tensor, state: Any) -> tuple[Any, ...] | None:
 def _stack(states: list[Any]) -> Any:
     """B single-stream DeepSpeech2 states -> one state of batch B (seen/emitted counted from 0:
     the batch's step adds the same to every stream)."""
-    from harken.models.deepspeech2 import DeepSpeech2State
-    from harken.models.registry import TimeBuffer
 
     first = states[0]
     conv = tuple(TimeBuffer(None if b.frames is None else
@@ -151,8 +149,6 @@ def _stack(states: list[Any]) -> Any:
 
 def _unstack(new: Any, old: list[Any]) -> list[Any]:
     """The batched step's new state -> one state per stream, with its own counters."""
-    from harken.models.deepspeech2 import DeepSpeech2State
-    from harken.models.registry import TimeBuffer
 
     out = []
     for row, before in enumerate(old):
@@ -259,23 +255,4 @@ class StreamStepBatcher:
             request.done.set()
 
 
-class BatchedStepBackend(_StepBackend):
-    """A stream's step-by-step backend whose network steps go through a `StreamStepBatcher`."""
-
-    def __init__(self, model: Any, batcher: StreamStepBatcher) -> None:
-        self.batcher = batcher
-        super().__init__(model)
-
-    def _step(self, features: torch.Tensor, final: bool) -> np.ndarray:
-        log_probs, self._state = self.batcher.step(features[None], self._state, final)
-        return log_probs[0].cpu().numpy()  # type: ignore[no-any-return]
-
-
-def batch_stream_steps(stream: Any, batcher: StreamStepBatcher) -> None:
-    """Route the network steps of a `harken.streaming.Stream` through `batcher` (streams of
-    step-by-step networks; windowed streams are left as they are)."""
-    if type(stream.backend) is _StepBackend:
-        stream.backend = BatchedStepBackend(stream.model, batcher)
-
-
-__all__ = ["BatchedStepBackend", "Batcher", "StreamStepBatcher", "batch_stream_steps"]
+__all__ = ["Batcher", "StreamStepBatcher"]

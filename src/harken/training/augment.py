@@ -32,7 +32,9 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import soundfile as sf
 
-from harken.errors import ConfigError
+from harken.errors import AudioError, ConfigError, require
+from harken.audio import is_audio_file, load_audio, resample, SAMPLE_RATE
+from harken.training.manifests import load_utterance, read_manifest
 
 logger = logging.getLogger(__name__)
 AudioLike = Union[np.ndarray, str, "os.PathLike[str]"]
@@ -367,8 +369,6 @@ class AudioPool:
         if isinstance(source, np.ndarray):
             return source
         if index not in self._decoded:
-            from harken.audio import SAMPLE_RATE, load_audio
-            from harken.errors import AudioError
 
             try:
                 audio = load_audio(source)[: round(_CACHE_SECONDS * SAMPLE_RATE)].copy()
@@ -478,7 +478,6 @@ def build_augmenter(
         )
     source = babble_source if babble_source is not None else config.babble.manifest
     if isinstance(source, (str, os.PathLike)):
-        from harken.training.data import read_manifest
 
         source = [u.audio for u in read_manifest(source)]
     babble_pool = AudioPool(list(source or []))
@@ -491,8 +490,6 @@ def build_augmenter(
 
 
 def _audio_files(dirs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    from harken.audio import is_audio_file
-
     files: list[Path] = []
     for folder in dirs:
         if not Path(folder).is_dir():
@@ -507,7 +504,6 @@ def _audio_files(dirs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     """Play `factor` times faster (pitch moves too): the length becomes len / factor."""
-    from harken.audio import SAMPLE_RATE, resample
 
     return resample(audio, SAMPLE_RATE, round(SAMPLE_RATE / factor))
 
@@ -520,7 +516,6 @@ def change_tempo(
     Frames of `frame_s` are overlap-added at half-frame hops; each is taken from within
     `search_s` of its nominal input position where it best continues the previous frame.
     """
-    from harken.audio import SAMPLE_RATE
 
     frame = round(frame_s * SAMPLE_RATE)
     hop = frame // 2
@@ -567,7 +562,6 @@ def room_impulse_response(
     (wall reflection coefficient from Sabine's formula for `rt60`), and Gaussian noise decaying to
     -60 dB at `rt60` the late part, scaled to the diffuse-field energy of the room.
     """
-    from harken.audio import SAMPLE_RATE
 
     room = np.array([rng.uniform(*room_size), rng.uniform(*room_size), rng.uniform(2.4, 4.0)])
     margin = 0.4
@@ -645,7 +639,6 @@ def _fast_length(n: int) -> int:
 
 def colored_noise(length: int, color: str, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise with power spectrum ~ 1/f^k (white k=0, pink 1, brown 2), unit power."""
-    from harken.audio import SAMPLE_RATE
 
     exponent = NOISE_COLORS[color]
     white = rng.standard_normal(length)
@@ -695,7 +688,6 @@ def band_limit(
 ) -> np.ndarray:
     """Band-pass `low_hz`-`high_hz` with raised-cosine edges `transition` octaves wide (FFT);
     `low_hz` 0 keeps the low end."""
-    from harken.audio import SAMPLE_RATE
 
     size = _fast_length(len(audio))
     spectrum = np.fft.rfft(audio, size)
@@ -720,7 +712,6 @@ def band_limit(
 
 def telephone(audio: np.ndarray) -> np.ndarray:
     """A G.711 telephone channel: 300-3400 Hz, 8 kHz sampling, 8-bit mu-law, back to 16 kHz."""
-    from harken.audio import SAMPLE_RATE, resample
 
     narrow = resample(band_limit(audio, 300.0, 3400.0), SAMPLE_RATE, 8000)
     peak = float(np.max(np.abs(narrow))) or 1.0
@@ -735,7 +726,6 @@ def telephone(audio: np.ndarray) -> np.ndarray:
 
 def codec_round_trip(audio: np.ndarray, codec: str, kbps: float) -> np.ndarray:
     """Encode with `codec` ("opus" or "mp3") at about `kbps` kbit/s in memory and decode."""
-    from harken.audio import SAMPLE_RATE
 
     best, worst = _CODEC_KBPS[codec]
     level = float(np.clip((best - kbps) / (best - worst), 0.0, 0.99))
@@ -811,8 +801,6 @@ def preview(
     """Write `examples` augmented versions of up to `max_inputs` inputs (audio files, or the first
     utterances of manifests) as WAV, plus `spectrograms.png` (originals and versions, each titled
     with the transforms applied). Returns the paths written. Needs matplotlib (harken[train])."""
-    from harken.audio import SAMPLE_RATE, is_audio_file, load_audio
-    from harken.errors import require
 
     plt = require("matplotlib.pyplot", "train")
     clips: list[tuple[str, np.ndarray]] = []
@@ -822,7 +810,6 @@ def preview(
         if is_audio_file(item):
             clips.append((Path(item).stem, load_audio(item)))
         else:
-            from harken.training.data import load_utterance, read_manifest
 
             for u in read_manifest(item)[: max_inputs - len(clips)]:
                 clips.append((u.id, load_utterance(u)))

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from harken.errors import ConfigError
+from harken.errors import ConfigError, tomllib
+from harken.training.manifests import read_manifest, utterance_duration
 
 if TYPE_CHECKING:
-    from harken.training.data import Utterance
+    from harken.training.manifests import Utterance
 
 # Transcripts are normalised to these characters (see harken.text.normalize_text).
 DEFAULT_ALPHABET = "abcdefghijklmnopqrstuvwxyz' "
@@ -35,7 +36,6 @@ HISTOGRAM_EDGES = (0, 1, 2, 3, 5, 10, 15, 20, 30, math.inf)
 
 def read_manifests(paths: Sequence[str | os.PathLike[str]]) -> list[Utterance]:
     """The utterances of several manifests, in order. Raises `ManifestError` (file, line)."""
-    from harken.training.data import read_manifest
 
     return [u for path in paths for u in read_manifest(path)]
 
@@ -43,7 +43,6 @@ def read_manifests(paths: Sequence[str | os.PathLike[str]]) -> list[Utterance]:
 def write_manifest(utterances: Iterable[Utterance], path: str | os.PathLike[str]) -> int:
     """Write harken JSONL atomically; returns the number of lines. Durations missing from the
     input are measured from the files. Audio under the manifest's folder is written relative."""
-    from harken.training.data import utterance_duration
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +106,6 @@ def filter_utterances(
     uses only `alphabet` (None: any character), at most `max_chars_per_second` characters per
     second (catches misaligned transcripts), and whose fields match `where` (a field name ->
     accepted values, e.g. {"engine": {"flite"}}; `speaker` and `id` are fields too)."""
-    from harken.training.data import utterance_duration
 
     allowed = None if alphabet is None else set(alphabet)
     result = FilterResult(kept=[])
@@ -151,7 +149,6 @@ def split_by_speaker(
     allow. Utterances without a speaker are each their own speaker. Raises `ConfigError` when
     fractions are not positive or there are fewer speakers than parts.
     """
-    from harken.training.data import utterance_duration
 
     if not fractions or any(not f > 0 for f in fractions.values()):
         raise ConfigError(f"split fractions must be > 0, got {fractions}")
@@ -229,7 +226,6 @@ class Summary:
 
 def summarize(utterances: Sequence[Utterance], top: int = 10) -> Summary:
     """Hours, speakers, vocabulary, character counts and a duration histogram."""
-    from harken.training.data import utterance_duration
 
     durations = np.array([utterance_duration(u) for u in utterances], dtype=float)
     words: Counter[str] = Counter(w for u in utterances for w in u.text.split())
@@ -286,7 +282,6 @@ def _read_settings(value: str) -> dict[str, Any]:
             raise ConfigError(f"--augment: {value} is neither a file nor a JSON object") from None
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".toml":
-        from harken.errors import tomllib
 
         try:
             data = tomllib.loads(text)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harken.errors import HarkenError
+from harken.text import reference_normalizer
+from harken.training.manifests import load_utterance, read_manifest
 
 # Utterances are transcribed in groups of this many to batch the network.
 GROUP_SIZE = 16
@@ -69,8 +71,6 @@ def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any
 
     An utterance whose audio cannot be read is listed in `failed` and left out of the scores.
     """
-    from harken.training.data import load_utterance, read_manifest
-    from harken.text import reference_normalizer
 
     normalize = reference_normalizer(model, language)
     utterances = [u for m in manifests for u in read_manifest(m)]

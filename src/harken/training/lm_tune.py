@@ -21,6 +21,10 @@ from harken.decoding.options import DecodeOptions
 from harken.decoding.ctc_beam import get_decoder
 from harken.decoding.greedy import greedy_decode
 from harken.errors import HarkenError
+from harken.model import split_long_audio
+from harken.text import reference_normalizer
+from harken.training.evaluate import error_rates
+from harken.training.manifests import load_utterance, read_manifest
 
 LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 WORD_SCORES = (-1.0, 0.0, 1.0, 2.0, 3.0)
@@ -66,13 +70,10 @@ def cached_log_probs(model: Any, manifests: Sequence[str | os.PathLike[str]],
     (long audio is cut as `Model.transcribe` cuts it), normalised references, seconds).
     Unreadable audio is logged and skipped. References are normalised as in
     `harken.training.evaluate.evaluate_manifests` (by default, as the model's tokenizer was trained)."""
-    from harken.training.data import load_utterance, read_manifest
-    from harken.model import split_long_audio
 
     if getattr(model.network, "is_transducer", False):
         raise HarkenError("LM tuning searches CTC beam search settings on CTC log-probabilities; "
                           "transducer models decode with their own search (docs/transducer.md)")
-    from harken.text import reference_normalizer
 
     normalize = reference_normalizer(model, language)
     utterances = [u for m in manifests for u in read_manifest(m)]
@@ -116,7 +117,6 @@ def tune_lm(
 ) -> TuneResult:
     """Decode a dev set with every (lm_weight, word_score, beam_width) and return the lowest
     WER (ties: the smaller beam). `options` sets the other decoding options."""
-    from harken.training.evaluate import error_rates
 
     base = options or DecodeOptions()
     began = time.perf_counter()

@@ -30,8 +30,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from harken.training.data import OnError, Utterance, read_manifest
+from harken.training.manifests import OnError, Utterance, read_manifest
 from harken.errors import AudioError, ConfigError, ManifestError
+from harken.audio import audio_duration, is_audio_file
+from harken.training.corpus import combine, write_manifest
+from harken.training.sphere import is_sphere, read_sphere, read_sphere_header
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,6 @@ def prepare(
     Raises `ConfigError` for an unknown format or a source that does not look like one,
     `ManifestError` for a malformed transcript line (file and line named).
     """
-    from harken.training.corpus import combine, write_manifest
 
     if format not in FORMATS:
         raise ConfigError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -172,7 +174,6 @@ def prepare(
 
 def _with_durations(utterances: list[Utterance], job: _Import) -> list[Utterance]:
     """The utterances whose audio is readable, with durations; the others are reported."""
-    from harken.audio import audio_duration
 
     def measure(u: Utterance) -> float | str:
         if u.duration is not None:
@@ -445,7 +446,6 @@ def _ljspeech(source: Path, job: _Import) -> dict[str, list[Utterance]]:
 def _folder(source: Path, job: _Import) -> dict[str, list[Utterance]]:
     """Any folder tree of name.<audio> + name.txt pairs; the speaker is the first folder under
     `source` (none for files at its top)."""
-    from harken.audio import is_audio_file
 
     if not source.is_dir():
         raise ConfigError(f"{source}: not a folder")
@@ -588,7 +588,6 @@ def _kaldi_audio(value: str, folder: Path, lineno: int, job: _Import) -> Path | 
         return None
     path = _resolve(files[0], folder)
     if program == "sph2pipe" and "-c" in words:
-        from harken.training.sphere import is_sphere, read_sphere_header
 
         if is_sphere(path) and read_sphere_header(path).channels > 1:
             job.problem(scp, lineno, f"{path} has several channels and the pipe selects one; "
@@ -616,8 +615,6 @@ def _sphere_audio(path: Path, root: Path, job: _Import) -> Path | None:
     """A SPHERE file as it is when libsndfile reads it; else a WAV copy (compressed files need
     sph2pipe, uncompressed ones are decoded by `harken.training.sphere`); None (counted) when neither."""
     import soundfile
-
-    from harken.training.sphere import is_sphere, read_sphere, read_sphere_header
 
     if not is_sphere(path):
         return path  # e.g. a TIMIT copy already converted to RIFF WAV

@@ -42,6 +42,8 @@ import numpy as np
 import soundfile as sf
 
 from harken.errors import ConfigError, HarkenError
+from harken.audio import resample, SAMPLE_RATE
+from harken.text import normalize_text, read_texts
 
 logger = logging.getLogger(__name__)
 
@@ -424,7 +426,6 @@ def read_sentences(
     spelled out, lowercase); lines outside [min_words, max_words] words are dropped. A file of
     more than `pool_size` lines is sampled down to that many (seeded) before normalising.
     """
-    from harken.text import normalize_text, read_texts
 
     try:
         total = sum(1 for _ in read_texts(path))
@@ -578,7 +579,6 @@ def render(job: Job) -> np.ndarray:
     Raises `SynthesisError` when the engine fails or its output is not plausible speech for the
     text (silent, or far too short or long for the number of words).
     """
-    from harken.audio import SAMPLE_RATE, resample
 
     with tempfile.TemporaryDirectory(prefix="harken-synth-") as workdir:
         audio, rate = _ENGINES[job.voice.engine].render(job, Path(workdir))
@@ -624,7 +624,6 @@ def _render_to_file(task: tuple[Job, str]) -> tuple[Job, float | None, bool, str
         audio = render(job)
     except SynthesisError as exc:
         return job, None, False, f"{job.id} ({job.text[:40]!r}): {exc}"
-    from harken.audio import SAMPLE_RATE
 
     path.parent.mkdir(parents=True, exist_ok=True)
     container, subtype = AUDIO_FORMATS[job.audio_format]
