@@ -1,11 +1,9 @@
-"""A harken model: network + features + tokenizer, its file format, and `load_model`.
+"""A harken model: network + features + tokenizer, and `load_model`.
 
-A model is a folder (or the same files in one uncompressed zip, ``*.harken``) holding
-
-- ``config.json``: format version, architecture, size, network/feature/tokenizer settings,
-  decoding defaults, training metadata, and the SHA-256 of every other file;
-- ``weights.safetensors``: the network's weights (never pickle: loading a pickle runs code);
-- ``tokenizer.model`` for SentencePiece models (character tokenizers live in the config).
+`Model.transcribe` (files, bytes, arrays; long audio cut by VAD), `transcribe_batch`,
+`iter_segments` (long audio lazily), `stream()` (real time) and `decoder()` share one decoding
+path (`harken.decoding`). The file format (config.json + safetensors, ``.harken`` archives, the
+bundled registry) is `harken.modelfile`.
 """
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+"""`python -m harken.cli`: the `harken` command."""
+
 import sys
 
 from harken.cli.main import main

@@ -1,4 +1,4 @@
-"""The `harken` command line."""
+"""The `harken` parser and entry point: one sub-command per module of `harken.cli`."""
 
 from __future__ import annotations
 

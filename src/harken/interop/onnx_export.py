@@ -1,4 +1,4 @@
-"""Export a model to ONNX (float32, optionally int8) and run exported models with ONNX Runtime.
+"""Export a model to ONNX (float32, optionally int8), checked against PyTorch.
 
     from harken import load_model
     from harken.interop.onnx_export import export_onnx

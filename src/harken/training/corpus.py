@@ -1,6 +1,6 @@
-"""Corpus handling: combine, filter, split by speaker and summarise manifests; `harken data`.
+"""Corpus handling: combine, filter, split by speaker and summarise manifests.
 
-Manifests are read with `harken.training.data.read_manifest` (harken or NeMo JSONL, DeepSpeech CSV) and
+Manifests are read with `harken.training.manifests.read_manifest` (harken or NeMo JSONL, DeepSpeech CSV) and
 written as harken JSONL: `{"audio", "text", "duration", "speaker", "id", ...}` plus every other
 key the input line had (`text_raw`, `engine`, ...). Audio paths are written relative to the new
 manifest's folder when the audio lies under it, absolute otherwise, so a written manifest works
