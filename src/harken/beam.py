@@ -359,7 +359,13 @@ class DecoderStream:
         """The best transcript of the frames fed so far (words may still change)."""
         if self._done:
             raise RuntimeError("this stream is finished")
-        best = self._search.get_best_hypothesis()
+        # The best hypothesis of the current frame with its whole path, the word being spelled
+        # included (`get_best_hypothesis` walks back to the last completed word, which in
+        # lexicon decoding is often no word at all mid-utterance).
+        hypotheses = self._search.get_all_final_hypothesis()
+        if not hypotheses:
+            return self._transcript([], 0.0, [])
+        best = max(hypotheses, key=lambda h: h.score)
         return self._transcript(list(best.tokens), best.score, [])
 
     def finish(self) -> Transcript:
@@ -403,8 +409,9 @@ class DecoderStream:
                      else np.zeros((0, self.decoder._columns), np.float32))
         path = self._path(tokens, len(emissions)) if tokens else \
             np.zeros(0, np.int64)
-        if len(path) < len(emissions):  # no hypothesis: nothing recognised
-            path = np.full(len(emissions), self.decoder.tokenizer.blank_id, np.int64)
+        if len(path) < len(emissions):  # frames after the hypothesis' end: nothing recognised
+            path = np.concatenate([path, np.full(len(emissions) - len(path),
+                                                 self.decoder.tokenizer.blank_id, np.int64)])
         scores = emissions[np.arange(len(path)), path]
         full_path = np.concatenate(self._committed + [path])
         full_scores = np.concatenate(self._committed_scores + [scores])
