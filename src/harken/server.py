@@ -179,11 +179,12 @@ def _word_dict(word: Word) -> dict[str, Any]:
 
 
 def verbose_json(transcript: Transcript, language: str,
-                 granularities: tuple[str, ...] = ("segment",)) -> dict[str, Any]:
+                 granularities: tuple[str, ...] = ("segment",),
+                 task: str = "transcribe") -> dict[str, Any]:
     """The OpenAI `verbose_json` shape: text, duration, and segments and/or words."""
     from harken.transcribe import _segments
 
-    out: dict[str, Any] = {"task": "transcribe", "language": language,
+    out: dict[str, Any] = {"task": task, "language": language,
                            "duration": transcript.duration, "text": transcript.text}
     if "segment" in granularities:
         out["segments"] = [
@@ -596,6 +597,8 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
     require("python_multipart", "server")
     from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
+    from harken.openai_api import openai_routes
+
     config = config or ServerConfig()
     service = Service(model, config)
 
@@ -682,8 +685,31 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
                 return _error(400, str(exc), "bad_request")
         return handler
 
-    async def transcriptions(request: Any) -> Any:
+    def form_overrides(form: Any) -> dict[str, Any]:
+        """Decoding overrides of a form: the prompt's rare words, then explicit `hotwords`."""
+        from harken.openai_api import prompt_bias
+
+        hotwords = prompt_bias(form.get("prompt"), model.tokenizer.normalizer)
+        hotwords.update(prompt_hotwords(form.get("hotwords")))
+        return service.decode_overrides(hotwords)
+
+    def form_language(form: Any) -> str:
+        from harken.openai_api import check_language
+
+        try:
+            return check_language(form.get("language"), model)
+        except ValueError as exc:
+            raise RequestError(400, str(exc), "unsupported_language", "language") from None
+
+    async def transcriptions(request: Any, task: str = "transcribe") -> Any:
+        from harken.openai_api import stream_requested, text_events, transcribe_pieces
+
         data, name, form = await read_upload(request)
+        language = form_language(form)
+        try:
+            streamed = stream_requested(form.get("stream"))
+        except ValueError as exc:
+            raise RequestError(400, str(exc), "bad_request", "stream") from None
         response_format = form.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise RequestError(400, f"response_format must be one of "
@@ -695,7 +721,24 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         if wrong:
             raise RequestError(400, f"timestamp_granularities: unknown values {wrong}; expected "
                                "word and/or segment", "bad_request", "timestamp_granularities")
-        overrides = service.decode_overrides(prompt_hotwords(form.get("prompt")))
+        overrides = form_overrides(form)
+        if streamed:
+            from fastapi.responses import StreamingResponse
+
+            if response_format not in ("json", "text"):
+                raise RequestError(400, f"stream=true gives text events; response_format "
+                                   f"{response_format!r} cannot be streamed (use json or text)",
+                                   "bad_request", "response_format")
+            pieces = transcribe_pieces(service, data, name, overrides, config.max_audio_seconds)
+            first = await anext(pieces, None)  # errors in the upload answer before the stream
+
+            async def all_pieces() -> AsyncIterator[str]:
+                if first is not None:
+                    yield first
+                    async for piece in pieces:
+                        yield piece
+
+            return StreamingResponse(text_events(all_pieces()), media_type="text/event-stream")
         try:
             transcript = await asyncio.wait_for(
                 service.transcribe(data, name, overrides, config.max_audio_seconds,
@@ -708,8 +751,7 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         if response_format == "json":
             return JSONResponse({"text": transcript.text})
         if response_format == "verbose_json":
-            return JSONResponse(verbose_json(transcript, form.get("language") or "en",
-                                             granularities))
+            return JSONResponse(verbose_json(transcript, language, granularities, task))
         from harken.transcribe import format_transcript
 
         fmt = "txt" if response_format == "text" else response_format
@@ -719,8 +761,8 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
     async def create_job(request: Any) -> Any:
         data, name, form = await read_upload(request)
         await service.run_sync(_load_upload, data, name, model.sample_rate)  # reject bad audio now
-        options = {"hotwords": prompt_hotwords(form.get("prompt")),
-                   "language": form.get("language") or None}
+        options = {"hotwords": form_overrides(form).get("hotwords", {}),
+                   "language": form_language(form)}
         job = await asyncio.to_thread(service.jobs.add, data, name, options)
         service.job_added()
         return JSONResponse(job.to_dict(), status_code=202)
@@ -742,11 +784,10 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         return Response(body, media_type=content_type)
 
     async def models(request: Any) -> Any:
-        return JSONResponse({"object": "list", "data": [{
-            "id": config.model_name, "object": "model", "created": int(service.started),
-            "owned_by": "harken", "architecture": model.config.architecture,
-            "size": model.config.size, "sample_rate": model.sample_rate,
-            "streaming": getattr(model.network, "streamable", False)}]})
+        from harken.openai_api import model_card
+
+        return JSONResponse({"object": "list", "data": [
+            model_card(model, config.model_name, int(service.started))]})
 
     async def page(request: Any) -> Any:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -766,7 +807,8 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
             ("/v1/jobs", create_job, ["POST"]), ("/v1/jobs/{job_id}", get_job, ["GET"]),
             ("/health", health, ["GET"]), ("/metrics", metrics, ["GET"]),
             ("/v1/models", models, ["GET"]), ("/", page, ["GET"]),
-            ("/static/{name}", static, ["GET"])):
+            ("/static/{name}", static, ["GET"]),
+            *openai_routes(service, transcriptions)):
         app.add_route(path, handle_errors(endpoint), methods=methods)
     app.router.add_websocket_route("/v1/stream", stream)
 
