@@ -53,7 +53,7 @@ TIMESTAMP_GRANULARITIES = ("word", "segment")
 STREAM_ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32": np.dtype("<f4")}
 # Boost of a hotword taken from a request's `prompt` (natural log, as `harken --hotword`).
 PROMPT_HOTWORD_BOOST = 10.0
-MAX_HOTWORDS = 100
+MAX_HOTWORDS = 100  # (harken.server_limits checks every path)
 # Streams send a partial result at most this often (seconds of audio).
 PARTIAL_INTERVAL_SECONDS = 0.2
 # Multipart framing allowed on top of the largest upload before the body is refused unread.
@@ -151,8 +151,8 @@ class Metrics:
 # --- results ------------------------------------------------------------------------------------
 
 def prompt_hotwords(prompt: str | None) -> dict[str, float]:
-    """Hotwords from an OpenAI-style `prompt`: phrases separated by commas, semicolons or new
-    lines, each optionally ``phrase:boost``; free text without separators gives its words."""
+    """Explicit hotwords (the form field `hotwords`): phrases separated by commas, semicolons
+    or new lines, each optionally ``phrase:boost``; text without separators gives its words."""
     if not prompt or not prompt.strip():
         return {}
     items = [p.strip() for p in re.split(r"[,;\n]", prompt)]
@@ -168,9 +168,9 @@ def prompt_hotwords(prompt: str | None) -> dict[str, float]:
         phrase = (phrase if phrase else item).strip().strip(".!?\"'").lower()
         if phrase and math.isfinite(value):
             hotwords[phrase] = value
-    if len(hotwords) > MAX_HOTWORDS:
-        raise ConfigError(f"prompt: at most {MAX_HOTWORDS} hotwords, got {len(hotwords)}")
-    return hotwords
+    from harken.server_limits import check_hotwords
+
+    return check_hotwords(hotwords, "hotwords")
 
 
 def _word_dict(word: Word) -> dict[str, Any]:
@@ -356,6 +356,7 @@ class StreamSession:
     returns the messages to send. Runs in a worker thread (one call at a time per session)."""
 
     def __init__(self, service: Service, settings: dict[str, Any]) -> None:
+        from harken.server_limits import check_hotwords
         from harken.vad import EndpointConfig
 
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
@@ -382,6 +383,7 @@ class StreamSession:
         if not isinstance(hotwords, dict):
             raise ConfigError("stream config: hotwords must be a list of phrases or an object "
                               f"{{phrase: boost}}, got {type(hotwords).__name__}")
+        check_hotwords(hotwords, "stream config")
         endpoint = None
         if settings.get("endpointing", True):
             silence_ms = settings.get("silence_ms", service.config.silence_ms)
@@ -468,6 +470,8 @@ class StreamSession:
 async def _stream_endpoint(service: Service, websocket: Any) -> None:
     from starlette.websockets import WebSocketDisconnect
 
+    from harken.server_limits import check_audio_message, parse_text_message
+
     await websocket.accept()
     metrics, config = service.metrics, service.config
 
@@ -504,9 +508,7 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
             text, data = message.get("text"), message.get("bytes")
             if text is not None:
                 try:
-                    request = json.loads(text)
-                    if not isinstance(request, dict):
-                        raise ValueError("expected a JSON object")
+                    request = parse_text_message(text)
                 except ValueError as exc:
                     status = "bad_message"
                     return await fail(status, f"text messages must be JSON objects ({exc})",
@@ -537,6 +539,11 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
                                       "config message first, then audio, then {\"type\": "
                                       "\"end\"}", CLOSE_POLICY)
             elif data is not None:
+                try:
+                    check_audio_message(data)
+                except ValueError as exc:
+                    status = "bad_message"
+                    return await fail(status, str(exc), CLOSE_POLICY)
                 if session is None:
                     session = await service.run_sync(StreamSession, service, {})
                 started = time.perf_counter()
