@@ -161,7 +161,8 @@ def test_hotword_recognises_a_rare_word(word_lm: str, with_lm: bool) -> None:
     plain = beam_decode(lp, CHARS, FRAME, base)
     other = beam_decode(lp, CHARS, FRAME, dataclasses.replace(base, hotwords={"kettle": 5.0}))
     boosted = beam_decode(lp, CHARS, FRAME, dataclasses.replace(base, hotwords={"Harken": 5.0}))
-    assert plain.text == other.text and plain.score == pytest.approx(other.score)
+    # (the extra lexicon word adds hypotheses whose probability may merge into the best one)
+    assert plain.text == other.text and plain.score == pytest.approx(other.score, abs=1e-3)
     # Without an LM the beam keeps the acoustics; the word LM (which has never seen
     # "harken" or "harkin") cannot output either.
     assert "harken" not in plain.text.split()

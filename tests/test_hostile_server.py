@@ -130,6 +130,20 @@ SESSIONS = [
     ("one-sample", [{}, PCM[:2], {"type": "end"}], "done", ""),
     ("ten-megabytes-at-once", [{}, bytes(10 << 20), {"type": "end"}], "done", ""),
     ("silent-client", [{}], "idle_timeout", "no message for 2 s"),
+    ("deeply-nested-array", ["[" * 30_000 + "]" * 30_000], "bad_message",
+     "JSON nested 30000 deep; the limit is 16"),
+    ("deeply-nested-object", ['{"a":' * 5_000 + "1" + "}" * 5_000], "bad_message",
+     "JSON nested 5000 deep"),
+    ("nested-in-a-value", ['{"type": "config", "hotwords": {"x": ' + "[" * 17 + "1" + "]" * 17
+                           + "}}"], "bad_message", "JSON nested 19 deep"),
+    ("brackets-in-strings", [{"type": "config", "hotwords": {"a[[[[[[[[[[[[[[[[[[[[": 2.0}},
+                             {"type": "end"}], "done", ""),
+    ("megabyte-of-text", [json.dumps({"type": "config", "pad": "x" * (1 << 20)})], "bad_message",
+     r"a text message of \d+ bytes; the limit is 65536 bytes"),
+    ("too-many-hotwords", [{"hotwords": [f"word{i}" for i in range(101)]}], "bad_config",
+     "at most 100 hotwords, got 101"),
+    ("hotword-too-long", [{"hotwords": {"a" * 201: 1.0}}], "bad_config",
+     "a hotword of 201 characters; the limit is 200"),
 ]
 
 

@@ -28,8 +28,9 @@ httpx = pytest.importorskip("httpx")
 
 from harken.serving.jobs import JobStore  # noqa: E402
 from harken.model import Model, new_model  # noqa: E402
-from harken.serving.config import ServerConfig
-from harken.serving.app import create_app, prompt_hotwords
+from harken.serving.openai_api import PROMPT_WORD_BOOST, prompt_bias  # noqa: E402
+from harken.serving.app import create_app, prompt_hotwords  # noqa: E402
+from harken.serving.config import ServerConfig  # noqa: E402
 from harken.transcribe import format_transcript  # noqa: E402
 from harken.vad import EndpointConfig  # noqa: E402
 
@@ -170,15 +171,18 @@ def test_concurrent_requests_are_batched_and_unchanged(model: Model, clips: list
     assert count < len(clips), "concurrent requests were not batched"
 
 
-def test_prompt_becomes_hotwords(model: Model, clips: list[Path]) -> None:
+def test_hotwords_field_and_prompt(model: Model, clips: list[Path]) -> None:
     assert prompt_hotwords("Kaldi, harken:5; open the door") == {
         "kaldi": 10.0, "harken": 5.0, "open the door": 10.0}
     assert prompt_hotwords("Hello Kaldi.") == {"hello": 10.0, "kaldi": 10.0}
     expected = model.transcribe(clips[0], hotwords={"jaja": 10.0})
     assert expected.text != model.transcribe(clips[0]).text  # the boost changes the result
+    moderate = model.transcribe(clips[0], hotwords={"jaja": PROMPT_WORD_BOOST})
     with running(model) as base:
-        reply = transcribe_request(base, clips[0].read_bytes(), prompt="jaja")
-    assert reply.json()["text"] == expected.text
+        reply = transcribe_request(base, clips[0].read_bytes(), hotwords="jaja")
+        assert reply.json()["text"] == expected.text
+        reply = transcribe_request(base, clips[0].read_bytes(), prompt="Jaja.")
+        assert reply.json()["text"] == moderate.text  # a rare word of the prompt: moderate
 
 
 def test_bad_requests_get_json_errors_and_the_server_lives_on(model: Model,
@@ -518,3 +522,49 @@ def test_cors_is_off_unless_an_origin_is_allowed(model: Model) -> None:
         reply = httpx.options(base + "/v1/audio/transcriptions",
                               headers={**preflight, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in reply.headers
+
+
+# --- OpenAI API: prompt as context, streaming, translations, models, language -------------------
+
+def test_prompt_is_context_not_a_list_of_hotwords(model: Model, clips: list[Path]) -> None:
+    from harken.text import ENGLISH
+
+    whisper_prompt = "The following is a clear reading of a sentence from a novel."
+    assert prompt_bias(whisper_prompt, ENGLISH) == {}  # only common words: no boost at all
+    assert prompt_bias("Notes: Kaldi met the captain at Newgate, then Kaldi left.", ENGLISH) == {
+        "kaldi": PROMPT_WORD_BOOST, "newgate": PROMPT_WORD_BOOST}
+    plain = model.transcribe(clips[2]).text
+    with running(model) as base:
+        reply = transcribe_request(base, clips[2].read_bytes(), prompt=whisper_prompt)
+    assert reply.status_code == 200 and reply.json()["text"] == plain
+
+
+def test_openai_streaming_translations_models_and_language(model: Model,
+                                                           clips: list[Path]) -> None:
+    openai = pytest.importorskip("openai")
+    long_clip = wav_bytes(bursts(40.0, seed=3, gaps=3))  # longer than a window: several deltas
+    expected = model.transcribe(io.BytesIO(long_clip)).text
+    with running(model) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+        events = list(client.audio.transcriptions.create(
+            model="whisper-1", file=("long.wav", long_clip), stream=True))
+        types = [e.type for e in events]
+        assert types[-1] == "transcript.text.done" and types.count("transcript.text.done") == 1
+        deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+        assert len(deltas) >= 2
+        assert "".join(deltas) == events[-1].text == expected
+        with open(clips[1], "rb") as f:
+            translated = client.audio.translations.create(model="whisper-1", file=f)
+        assert translated.text == model.transcribe(clips[1]).text
+        card = client.models.retrieve("tiny")
+        assert card.id == "tiny" and card.object == "model"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("whisper-large")
+        with open(clips[1], "rb") as f, pytest.raises(openai.BadRequestError) as error:
+            client.audio.transcriptions.create(model="whisper-1", file=f, language="fr")
+        assert "language 'fr': this model transcribes 'en' only" in str(error.value)
+        with open(clips[1], "rb") as f:  # a region of the model's language is fine
+            assert client.audio.transcriptions.create(model="whisper-1", file=f,
+                                                      language="en-GB").text
+        reply = transcribe_request(base, clips[1].read_bytes(), stream="maybe")
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == "stream"

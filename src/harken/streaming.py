@@ -463,10 +463,27 @@ class Stream:
             stable = [w for w in words if w.end <= decided][:-1]
         else:
             stable = [w for w in words if w.end <= decided - BEAM_STABLE_SECONDS]
-        n = len(stable)
+        words, n = self._keep_promises(words, len(stable))
         return Partial(stable=" ".join(w.word for w in words[:n]),
                        unstable=" ".join(w.word for w in words[n:]) if words
                        else transcript.text, words=words, stable_words=n)
+
+    def _keep_promises(self, words: list[Word], stable: int) -> tuple[list[Word], int]:
+        """Partials of one utterance never retract a stable word and, once they showed text,
+        never go blank: the words shown as stable stay first (the search's later words after
+        them), and an empty best hypothesis shows the previous partial again."""
+        promised = self._stable
+        if [w.word for w in words[:len(promised)]] == [w.word for w in promised]:
+            if stable > len(promised):
+                self._stable = promised = list(words[:stable])
+            words = promised + words[len(promised):]
+        else:  # the search changed its mind about a word it had called stable
+            end = promised[-1].end
+            words = promised + [w for w in words if w.start >= end]
+        if not words and self._shown:
+            words = self._shown
+        self._shown = words
+        return words, len(promised)
 
     def finish(self) -> Transcript:
         """Flush the audio fed so far and return the final transcript of the (last) utterance;
@@ -481,6 +498,8 @@ class Stream:
         return self._utterance_start / self.sample_rate
 
     def _new_decoder(self) -> None:
+        self._stable: list[Word] = []  # words the partials of this utterance called stable
+        self._shown: list[Word] = []  # the words of the last partial
         self._search: Search
         if self._make_search is not None:
             self._search = self._make_search(self._offset)

@@ -174,7 +174,7 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {"en": normalize_english}
 """Normalisers of their own, by language code (the part before "-"): their output is fixed."""
 
 
-def _language_code(language: str) -> str:
+def language_code(language: str) -> str:
     return language.lower().replace("_", "-").split("-")[0]
 
 
@@ -184,7 +184,7 @@ def normalize_text(text: str, language: str = "en") -> str:
     `language` is a code such as "en" or "en-US"; languages without an entry in
     `NORMALIZERS` get `normalize_basic`.
     """
-    return NORMALIZERS.get(_language_code(language), normalize_basic)(text)
+    return NORMALIZERS.get(language_code(language), normalize_basic)(text)
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class TextNormalizer:
         if not isinstance(self.language, str) or not self.language.strip():
             raise ConfigError(f"language: expected a language code such as 'en' or 'es', got "
                               f"{self.language!r}")
-        own = NORMALIZERS.get(_language_code(self.language))
+        own = NORMALIZERS.get(language_code(self.language))
         if own is not None and (not self.lowercase or self.keep_punctuation):
             raise ConfigError(f"language {self.language!r} has its own normaliser "
                               f"({own.__name__}) with a fixed output: lowercase and "
@@ -218,7 +218,7 @@ class TextNormalizer:
                               "marks and digits are always kept)")
 
     def __call__(self, text: str) -> str:
-        own = NORMALIZERS.get(_language_code(self.language))
+        own = NORMALIZERS.get(language_code(self.language))
         if own is not None:
             return own(text)
         return normalize_basic(text, lowercase=self.lowercase,
@@ -226,7 +226,7 @@ class TextNormalizer:
 
     @property
     def is_english(self) -> bool:
-        return NORMALIZERS.get(_language_code(self.language)) is normalize_english
+        return NORMALIZERS.get(language_code(self.language)) is normalize_english
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self)

@@ -103,7 +103,7 @@ def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
     at most `line_chars` characters (a longer single word gets a line of its own), timed by
     their words. Text without word times is spread over its segment by character count."""
     cues: list[tuple[float, float, str]] = []
-    for segment in _segments(transcript):
+    for segment in transcript_segments(transcript):
         timed = [(w.word, w.start, w.end) for w in segment.words]
         if not timed:  # spread the segment's time over its words by their length
             words = segment.text.split()
@@ -139,7 +139,7 @@ def _cue(words: list[tuple[str, float, float]], line_chars: int) -> tuple[float,
     return words[0][1], words[-1][2], "\n".join(_wrap([w for w, _, _ in words], line_chars))
 
 
-def _segments(transcript: Transcript) -> list[Segment]:
+def transcript_segments(transcript: Transcript) -> list[Segment]:
     if transcript.segments or not transcript.text:
         return transcript.segments
     return [Segment(text=transcript.text, start=0.0, end=transcript.duration)]

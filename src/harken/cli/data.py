@@ -17,7 +17,7 @@ import subprocess
 
 from harken.training.corpus import (
     DEFAULT_ALPHABET,
-    _read_settings,
+    read_augment_settings,
     combine,
     filter_utterances,
     read_manifests,
@@ -222,7 +222,7 @@ def _run_summary(args: argparse.Namespace) -> int:
 def _run_preview(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {}
     if args.augment:
-        settings = _read_settings(args.augment)
+        settings = read_augment_settings(args.augment)
     config = AugmentConfig.from_dict(settings)
     written = preview(
         args.inputs,

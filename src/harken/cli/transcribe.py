@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harken.errors import ConfigError, HarkenError
-from harken.serving.batch_jobs import (FILES_PER_TASK, FORMATS, SUMMARY_FILE, BatchSettings, _clock,
+from harken.serving.batch_jobs import (FILES_PER_TASK, FORMATS, SUMMARY_FILE, BatchSettings, format_clock,
                                        collect_inputs, read_summary, run_batch)
 from harken.cli.common import add_decode_args, add_model_args, decode_overrides, decode_options, load_model_args
 from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
@@ -131,6 +131,6 @@ def run_batch_command(args: argparse.Namespace) -> int:
         print(f"harken: error: {row['error']}", file=sys.stderr)
     print(f"harken: {len(rows) - len(failed)} of {report.total} files transcribed "
           f"({report.skipped} done before), {len(failed)} failed; this run: "
-          f"{report.audio_seconds / 3600:.2f} h audio in {_clock(report.seconds)} "
+          f"{report.audio_seconds / 3600:.2f} h audio in {format_clock(report.seconds)} "
           f"(RTF {report.rtf:.3f}); summary: {report.summary}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,4 +1,10 @@
-"""CTC beam search with n-gram language models, on flashlight-text's decoders.
+"""CTC prefix beam search with n-gram language models, on flashlight-text's decoders.
+
+Hypotheses that reach the same state (tokens so far, whether the last frame was a blank, LM
+state) are merged by adding their probabilities (flashlight's `log_add`), so a token sequence is
+scored over all its alignments: without an LM this is CTC prefix beam search, not the best path.
+flashlight starts a search on its silence token; a first frame that only allows the blank makes
+that start CTC's initial state (else a space in the first frame would be a repeat, not a label).
 
 `Decoder` is built once per tokenizer and `DecodeOptions` (use `harken.decoding.get_decoder`,
 which caches them): it loads the LM (KenLM, through flashlight; cached by path) and, for lexicon
@@ -212,14 +218,14 @@ class Decoder:
             options = fl.LexiconDecoderOptions(
                 beam_size=o.beam_width, beam_size_token=token_beam,
                 beam_threshold=o.beam_threshold, lm_weight=weight, word_score=self.word_score,
-                unk_score=o.unk_score, sil_score=o.silence_score, log_add=False,
+                unk_score=o.unk_score, sil_score=o.silence_score, log_add=True,
                 criterion_type=fl.CriterionType.CTC)
             return fl.LexiconDecoder(options, self._trie, lm, self._sil,
                                      self.tokenizer.blank_id, self._unk, [], False), lm
         sil_score = o.silence_score + (self.word_score if self.boundary_id is not None else 0.0)
         options = fl.LexiconFreeDecoderOptions(
             beam_size=o.beam_width, beam_size_token=token_beam, beam_threshold=o.beam_threshold,
-            lm_weight=weight, sil_score=sil_score, log_add=False,
+            lm_weight=weight, sil_score=sil_score, log_add=True,
             criterion_type=fl.CriterionType.CTC)
         return fl.LexiconFreeDecoder(options, lm, self._sil, self.tokenizer.blank_id, []), lm
 
@@ -236,6 +242,12 @@ class Decoder:
         out = np.full((len(log_probs), self._columns), _IMPOSSIBLE, dtype=np.float32)
         out[:, :self.vocab_size] = log_probs
         return out
+
+    def _lead_frame(self) -> np.ndarray:
+        """The frame fed before the audio's: only the blank is possible."""
+        frame = np.full((1, self._columns), _IMPOSSIBLE, dtype=np.float32)
+        frame[0, self.tokenizer.blank_id] = 0.0
+        return frame
 
     def _final_frame(self) -> np.ndarray | None:
         """The extra last frame that completes the last word (character lexicon decoding)."""
@@ -320,6 +332,12 @@ class DecoderStream:
         self.time_offset = time_offset
         self._search, self._lm = decoder._new_search()
         self._search.decode_begin()
+        # flashlight starts every hypothesis on the silence token, so a space in the first
+        # frame would count as a repeat of it (no label) while one after a blank is a label:
+        # a first frame that can only be blank starts the search in CTC's initial state.
+        lead = decoder._lead_frame()
+        self._search.decode_step(lead.ctypes.data, 1, lead.shape[1])
+        self._lead = 1  # frames of `lead` not committed yet (they are not part of the path)
         self._open: list[np.ndarray] = []  # emissions of the frames not committed yet
         self._open_frames = 0
         self._committed: list[np.ndarray] = []  # frame path of committed frames
@@ -343,7 +361,13 @@ class DecoderStream:
         """The best transcript of the frames fed so far (words may still change)."""
         if self._done:
             raise RuntimeError("this stream is finished")
-        best = self._search.get_best_hypothesis()
+        # The best hypothesis of the current frame with its whole path, the word being spelled
+        # included (`get_best_hypothesis` walks back to the last completed word, which in
+        # lexicon decoding is often no word at all mid-utterance).
+        hypotheses = self._search.get_all_final_hypothesis()
+        if not hypotheses:
+            return self._transcript([], 0.0, [])
+        best = max(hypotheses, key=lambda h: h.score)
         return self._transcript(list(best.tokens), best.score, [])
 
     def finish(self) -> Transcript:
@@ -362,13 +386,19 @@ class DecoderStream:
         alternatives = self._alternatives(results) if self.decoder.options.nbest > 1 else []
         return self._transcript(list(results[0].tokens), results[0].score, alternatives)
 
+    def _path(self, tokens: list[int], frames: int) -> np.ndarray:
+        """A hypothesis' flashlight tokens -> the frame path of the open frames."""
+        return self.decoder._frame_path(tokens[self._lead:], frames)
+
     def _commit(self) -> None:
         best = self._search.get_best_hypothesis(STREAM_LOOK_BACK)
         frames = len(best.tokens) - 1
         if frames <= 0:
             return
         emissions = np.concatenate(self._open)
-        path = self.decoder._frame_path(list(best.tokens), frames)
+        path = self._path(list(best.tokens), frames - self._lead)
+        frames -= self._lead
+        self._lead = 0
         self._committed.append(path)
         self._committed_scores.append(emissions[np.arange(frames), path])
         self._open = [emissions[frames:]]
@@ -379,10 +409,11 @@ class DecoderStream:
                     alternatives: list[Alternative]) -> Transcript:
         emissions = (np.concatenate(self._open) if self._open
                      else np.zeros((0, self.decoder._columns), np.float32))
-        path = self.decoder._frame_path(tokens, len(emissions)) if tokens else \
+        path = self._path(tokens, len(emissions)) if tokens else \
             np.zeros(0, np.int64)
-        if len(path) < len(emissions):  # no hypothesis: nothing recognised
-            path = np.full(len(emissions), self.decoder.tokenizer.blank_id, np.int64)
+        if len(path) < len(emissions):  # frames after the hypothesis' end: nothing recognised
+            path = np.concatenate([path, np.full(len(emissions) - len(path),
+                                                 self.decoder.tokenizer.blank_id, np.int64)])
         scores = emissions[np.arange(len(path)), path]
         full_path = np.concatenate(self._committed + [path])
         full_scores = np.concatenate(self._committed_scores + [scores])
@@ -397,7 +428,7 @@ class DecoderStream:
         prefix = np.concatenate(self._committed) if self._committed else np.zeros(0, np.int64)
         seen: dict[str, Alternative] = {}
         for result in results:
-            path = np.concatenate([prefix, self.decoder._frame_path(list(result.tokens), frames)])
+            path = np.concatenate([prefix, self._path(list(result.tokens), frames)])
             text = self.decoder._text(path)
             if text not in seen:
                 seen[text] = Alternative(text=text, score=float(result.score),
@@ -558,7 +589,7 @@ def _load_kenlm_cached(path: str, stamp: tuple[int, int], entries: tuple[str, ..
     dictionary = Dictionary()
     for index, entry in enumerate(entries):
         dictionary.add_entry(entry, index)
-    with _quiet_stderr():  # KenLM prints a progress bar while it reads an ARPA file
+    with quiet_stderr():  # KenLM prints a progress bar while it reads an ARPA file
         try:
             return KenLM(path, dictionary)
         except Exception as exc:  # flashlight raises plain RuntimeErrors
@@ -574,7 +605,7 @@ def _load_kenlm(path: str, entries: tuple[str, ...]) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     try:
         saved = os.dup(2)
     except OSError:

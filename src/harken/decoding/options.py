@@ -143,6 +143,16 @@ class DecodeOptions:
 GREEDY = DecodeOptions(beam_width=1)
 
 
+# Stored decoding defaults that belong to the stored LM (tuned with it).
+_LM_TIED = ("lm_weight", "word_score", "silence_score")
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+
+
 def resolve_options(model: Any, options: DecodeOptions | None = None,
                     overrides: Mapping[str, Any] | None = None) -> DecodeOptions | None:
     """The decoding options of `model`: the defaults stored in its config ("decoding"), then
@@ -150,7 +160,9 @@ def resolve_options(model: Any, options: DecodeOptions | None = None,
     greedy=True, or when nothing asks for a beam search (no stored defaults, no options, or a
     beam width of 1 without LM, hotwords or vocabulary).
 
-    A relative `lm` path among the stored defaults is relative to the model's folder.
+    A relative `lm` path among the stored defaults is relative to the model's folder. The
+    stored `lm_weight`, `word_score` and `silence_score` go with the stored LM: overriding
+    `lm` (None for no LM) drops them, so no word bonus applies without an LM unless asked for.
     """
     overrides = dict(overrides or {})
     if overrides.pop("greedy", False):
@@ -170,6 +182,11 @@ def resolve_options(model: Any, options: DecodeOptions | None = None,
             folder = os.fspath(folder)
             base = folder if os.path.isdir(folder) else os.path.dirname(folder)
             stored["lm"] = os.path.join(base, stored["lm"])
+    if "lm" in overrides and not _same_file(overrides["lm"], stored.get("lm")):
+        # The stored weights were tuned with the stored LM: without it (or with another LM)
+        # no word or silence bonus applies unless the caller sets one.
+        for name in _LM_TIED:
+            stored.pop(name, None)
     if options is None and not stored and not overrides:
         return None
     resolved = options if options is not None else DecodeOptions(**stored)

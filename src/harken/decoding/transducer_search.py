@@ -42,7 +42,7 @@ from harken.decoding.options import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, Decod
 from harken.decoding.types import Alternative, Transcript, build_transcript
 from harken.decoding.greedy import greedy_decode
 from harken.errors import ConfigError
-from harken.decoding.ctc_beam import _quiet_stderr, add_hotword, get_decoder
+from harken.decoding.ctc_beam import quiet_stderr, add_hotword, get_decoder
 
 # Greedy search: at most this many tokens are emitted at one encoder frame.
 MAX_SYMBOLS_PER_FRAME = 3
@@ -97,7 +97,7 @@ def _kenlm_model(path: str, stamp: tuple[int, int]) -> Any:
     import kenlm
 
     try:
-        with _quiet_stderr():  # KenLM prints a progress bar while it reads an ARPA file
+        with quiet_stderr():  # KenLM prints a progress bar while it reads an ARPA file
             return kenlm.Model(path)
     except (OSError, RuntimeError) as exc:
         raise ConfigError(f"lm: cannot load {path}: {exc}") from exc

@@ -386,9 +386,9 @@ def download(name: str, folder: str | os.PathLike[str] | None = None, *,
             raise ConfigError(f"--sha256 {sha256!r}: expected 64 hex digits")
     if entry.kind == "nemo":
         # importing a checkpoint needs torch; listing and downloading do not
-        from harken.interop.import_nemo import _yaml
+        from harken.interop.import_nemo import yaml_module
 
-        _yaml()  # fail before a long download when PyYAML is missing
+        yaml_module()  # fail before a long download when PyYAML is missing
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / DOWNLOADS_DIR / name
     recorded = _read_checksums(folder).get(name, {})

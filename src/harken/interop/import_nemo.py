@@ -52,7 +52,7 @@ _BLOCK_FIXED = {"groups": 1, "heads": -1, "normalization": "batch", "future_cont
 def read_nemo_archive(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any],
                                                              dict[str, bytes]]:
     """(config, state dict, other files by base name) from a `.nemo` archive."""
-    yaml = _yaml()
+    yaml = yaml_module()
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such .nemo file")
@@ -348,7 +348,7 @@ def _section(config: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     return value
 
 
-def _yaml() -> Any:
+def yaml_module() -> Any:
     try:
         import yaml
     except ImportError as exc:

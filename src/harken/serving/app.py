@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import io
-import json
 import logging
 import math
 import os
@@ -32,7 +30,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
@@ -40,12 +37,20 @@ import numpy as np
 from harken.serving.batching import Batcher, StreamStepBatcher
 from harken.decoding.types import Transcript, Word
 from harken.errors import AudioError, ConfigError, HarkenError, require
+from harken.serving.uploads import RequestError, load_upload
+from harken.modelfile import ASSETS
 from harken.serving.config import ServerConfig
-from harken.audio import load_audio
 from harken.model import merge_transcripts, split_long_audio
 from harken.serving.jobs import JobStore
-from harken.transcribe import _segments, format_transcript
+from harken.transcribe import transcript_segments, format_transcript
 from harken.vad import EndpointConfig
+from harken.serving.limits import check_audio_message, parse_text_message
+from harken.serving.limits import check_hotwords
+from harken.serving.openai_api import check_language
+from harken.serving.openai_api import model_card
+from harken.serving.openai_api import openai_routes
+from harken.serving.openai_api import prompt_bias
+from harken.serving.openai_api import stream_requested, text_events, transcribe_pieces
 
 log = logging.getLogger("harken.serving.app")
 
@@ -54,12 +59,12 @@ TIMESTAMP_GRANULARITIES = ("word", "segment")
 STREAM_ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32": np.dtype("<f4")}
 # Boost of a hotword taken from a request's `prompt` (natural log, as `harken --hotword`).
 PROMPT_HOTWORD_BOOST = 10.0
-MAX_HOTWORDS = 100
+MAX_HOTWORDS = 100  # (harken.serving.limits checks every path)
 # Streams send a partial result at most this often (seconds of audio).
 PARTIAL_INTERVAL_SECONDS = 0.2
 # Multipart framing allowed on top of the largest upload before the body is refused unread.
 MULTIPART_SLACK_BYTES = 64 << 10
-STATIC_DIR = Path(__file__).parent.parent / "assets" / "server"
+STATIC_DIR = ASSETS / "server"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # WebSocket close codes (RFC 6455 and the private range).
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER, CLOSE_IDLE = 1000, 1008, 1011, 1013, 4408
@@ -111,8 +116,8 @@ class Metrics:
 # --- results ------------------------------------------------------------------------------------
 
 def prompt_hotwords(prompt: str | None) -> dict[str, float]:
-    """Hotwords from an OpenAI-style `prompt`: phrases separated by commas, semicolons or new
-    lines, each optionally ``phrase:boost``; free text without separators gives its words."""
+    """Explicit hotwords (the form field `hotwords`): phrases separated by commas, semicolons
+    or new lines, each optionally ``phrase:boost``; text without separators gives its words."""
     if not prompt or not prompt.strip():
         return {}
     items = [p.strip() for p in re.split(r"[,;\n]", prompt)]
@@ -128,9 +133,8 @@ def prompt_hotwords(prompt: str | None) -> dict[str, float]:
         phrase = (phrase if phrase else item).strip().strip(".!?\"'").lower()
         if phrase and math.isfinite(value):
             hotwords[phrase] = value
-    if len(hotwords) > MAX_HOTWORDS:
-        raise ConfigError(f"prompt: at most {MAX_HOTWORDS} hotwords, got {len(hotwords)}")
-    return hotwords
+
+    return check_hotwords(hotwords, "hotwords")
 
 
 def _word_dict(word: Word) -> dict[str, Any]:
@@ -139,10 +143,11 @@ def _word_dict(word: Word) -> dict[str, Any]:
 
 
 def verbose_json(transcript: Transcript, language: str,
-                 granularities: tuple[str, ...] = ("segment",)) -> dict[str, Any]:
+                 granularities: tuple[str, ...] = ("segment",),
+                 task: str = "transcribe") -> dict[str, Any]:
     """The OpenAI `verbose_json` shape: text, duration, and segments and/or words."""
 
-    out: dict[str, Any] = {"task": "transcribe", "language": language,
+    out: dict[str, Any] = {"task": task, "language": language,
                            "duration": transcript.duration, "text": transcript.text}
     if "segment" in granularities:
         out["segments"] = [
@@ -151,7 +156,7 @@ def verbose_json(transcript: Transcript, language: str,
              "avg_logprob": round(float(np.mean([math.log(max(w.confidence, 1e-9))
                                                  for w in s.words])) if s.words else 0.0, 4),
              "compression_ratio": 1.0, "no_speech_prob": 0.0}
-            for i, s in enumerate(_segments(transcript))]
+            for i, s in enumerate(transcript_segments(transcript))]
     if "word" in granularities:
         out["words"] = [_word_dict(w) for w in transcript.words]
     return out
@@ -165,18 +170,8 @@ def _error(status: int, message: str, code: str, param: str | None = None) -> An
         "param": param, "code": code}})
 
 
-class RequestError(Exception):
-    """A request that cannot be served: answered with `status` and a JSON error."""
-
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
 
 
-def _load_upload(data: bytes, filename: str, sample_rate: int) -> np.ndarray:
-    upload = io.BytesIO(data)
-    upload.name = filename  # AudioError messages name the uploaded file
-    return load_audio(upload, sample_rate)
 
 
 # --- the service --------------------------------------------------------------------------------
@@ -246,7 +241,7 @@ class Service:
         with concurrent requests."""
 
         model, started = self.model, time.perf_counter()
-        wave = await self.run_sync(_load_upload, data, filename, model.sample_rate)
+        wave = await self.run_sync(load_upload, data, filename, model.sample_rate)
         seconds = len(wave) / model.sample_rate
         if max_seconds is not None and seconds > max_seconds:
             raise RequestError(413, f"{filename}: audio is {seconds:.1f} s long; this server "
@@ -309,6 +304,7 @@ class StreamSession:
     returns the messages to send. Runs in a worker thread (one call at a time per session)."""
 
     def __init__(self, service: Service, settings: dict[str, Any]) -> None:
+
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
                  "silence_ms"}
         unknown = sorted(set(settings) - known)
@@ -333,6 +329,7 @@ class StreamSession:
         if not isinstance(hotwords, dict):
             raise ConfigError("stream config: hotwords must be a list of phrases or an object "
                               f"{{phrase: boost}}, got {type(hotwords).__name__}")
+        check_hotwords(hotwords, "stream config")
         endpoint = None
         if settings.get("endpointing", True):
             silence_ms = settings.get("silence_ms", service.config.silence_ms)
@@ -418,6 +415,7 @@ class StreamSession:
 async def _stream_endpoint(service: Service, websocket: Any) -> None:
     from starlette.websockets import WebSocketDisconnect
 
+
     await websocket.accept()
     metrics, config = service.metrics, service.config
 
@@ -454,9 +452,7 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
             text, data = message.get("text"), message.get("bytes")
             if text is not None:
                 try:
-                    request = json.loads(text)
-                    if not isinstance(request, dict):
-                        raise ValueError("expected a JSON object")
+                    request = parse_text_message(text)
                 except ValueError as exc:
                     status = "bad_message"
                     return await fail(status, f"text messages must be JSON objects ({exc})",
@@ -487,6 +483,11 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
                                       "config message first, then audio, then {\"type\": "
                                       "\"end\"}", CLOSE_POLICY)
             elif data is not None:
+                try:
+                    check_audio_message(data)
+                except ValueError as exc:
+                    status = "bad_message"
+                    return await fail(status, str(exc), CLOSE_POLICY)
                 if session is None:
                     session = await service.run_sync(StreamSession, service, {})
                 started = time.perf_counter()
@@ -546,6 +547,7 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
     fastapi = require("fastapi", "server")
     require("python_multipart", "server")
     from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+
 
     config = config or ServerConfig()
     service = Service(model, config)
@@ -633,8 +635,28 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
                 return _error(400, str(exc), "bad_request")
         return handler
 
-    async def transcriptions(request: Any) -> Any:
+    def form_overrides(form: Any) -> dict[str, Any]:
+        """Decoding overrides of a form: the prompt's rare words, then explicit `hotwords`."""
+
+        hotwords = prompt_bias(form.get("prompt"), model.tokenizer.normalizer)
+        hotwords.update(prompt_hotwords(form.get("hotwords")))
+        return service.decode_overrides(hotwords)
+
+    def form_language(form: Any) -> str:
+
+        try:
+            return check_language(form.get("language"), model)
+        except ValueError as exc:
+            raise RequestError(400, str(exc), "unsupported_language", "language") from None
+
+    async def transcriptions(request: Any, task: str = "transcribe") -> Any:
+
         data, name, form = await read_upload(request)
+        language = form_language(form)
+        try:
+            streamed = stream_requested(form.get("stream"))
+        except ValueError as exc:
+            raise RequestError(400, str(exc), "bad_request", "stream") from None
         response_format = form.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise RequestError(400, f"response_format must be one of "
@@ -646,7 +668,24 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         if wrong:
             raise RequestError(400, f"timestamp_granularities: unknown values {wrong}; expected "
                                "word and/or segment", "bad_request", "timestamp_granularities")
-        overrides = service.decode_overrides(prompt_hotwords(form.get("prompt")))
+        overrides = form_overrides(form)
+        if streamed:
+            from fastapi.responses import StreamingResponse
+
+            if response_format not in ("json", "text"):
+                raise RequestError(400, f"stream=true gives text events; response_format "
+                                   f"{response_format!r} cannot be streamed (use json or text)",
+                                   "bad_request", "response_format")
+            pieces = transcribe_pieces(service, data, name, overrides, config.max_audio_seconds)
+            first = await anext(pieces, None)  # errors in the upload answer before the stream
+
+            async def all_pieces() -> AsyncIterator[str]:
+                if first is not None:
+                    yield first
+                    async for piece in pieces:
+                        yield piece
+
+            return StreamingResponse(text_events(all_pieces()), media_type="text/event-stream")
         try:
             transcript = await asyncio.wait_for(
                 service.transcribe(data, name, overrides, config.max_audio_seconds,
@@ -659,8 +698,7 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         if response_format == "json":
             return JSONResponse({"text": transcript.text})
         if response_format == "verbose_json":
-            return JSONResponse(verbose_json(transcript, form.get("language") or "en",
-                                             granularities))
+            return JSONResponse(verbose_json(transcript, language, granularities, task))
 
         fmt = "txt" if response_format == "text" else response_format
         media = "text/vtt" if fmt == "vtt" else "text/plain"
@@ -668,9 +706,9 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
 
     async def create_job(request: Any) -> Any:
         data, name, form = await read_upload(request)
-        await service.run_sync(_load_upload, data, name, model.sample_rate)  # reject bad audio now
-        options = {"hotwords": prompt_hotwords(form.get("prompt")),
-                   "language": form.get("language") or None}
+        await service.run_sync(load_upload, data, name, model.sample_rate)  # reject bad audio now
+        options = {"hotwords": form_overrides(form).get("hotwords", {}),
+                   "language": form_language(form)}
         job = await asyncio.to_thread(service.jobs.add, data, name, options)
         service.job_added()
         return JSONResponse(job.to_dict(), status_code=202)
@@ -692,11 +730,9 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         return Response(body, media_type=content_type)
 
     async def models(request: Any) -> Any:
-        return JSONResponse({"object": "list", "data": [{
-            "id": config.model_name, "object": "model", "created": int(service.started),
-            "owned_by": "harken", "architecture": model.config.architecture,
-            "size": model.config.size, "sample_rate": model.sample_rate,
-            "streaming": getattr(model.network, "streamable", False)}]})
+
+        return JSONResponse({"object": "list", "data": [
+            model_card(model, config.model_name, int(service.started))]})
 
     async def page(request: Any) -> Any:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -716,7 +752,8 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
             ("/v1/jobs", create_job, ["POST"]), ("/v1/jobs/{job_id}", get_job, ["GET"]),
             ("/health", health, ["GET"]), ("/metrics", metrics, ["GET"]),
             ("/v1/models", models, ["GET"]), ("/", page, ["GET"]),
-            ("/static/{name}", static, ["GET"])):
+            ("/static/{name}", static, ["GET"]),
+            *openai_routes(service, transcriptions)):
         app.add_route(path, handle_errors(endpoint), methods=methods)
     app.router.add_websocket_route("/v1/stream", stream)
 

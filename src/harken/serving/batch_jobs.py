@@ -458,12 +458,12 @@ class Progress:
         elapsed = time.monotonic() - self.start
         rtf = elapsed / self.audio if self.audio else 0.0
         left = elapsed * (self.total_bytes - self.bytes) / self.bytes if self.bytes else math.nan
-        eta = _clock(left) if math.isfinite(left) else "?"
+        eta = format_clock(left) if math.isfinite(left) else "?"
         return (f"transcribe: {self.files}/{self.total} files, {self.audio / 3600:.2f} h audio, "
-                f"RTF {rtf:.3f}, elapsed {_clock(elapsed)}, ETA {eta}")
+                f"RTF {rtf:.3f}, elapsed {format_clock(elapsed)}, ETA {eta}")
 
 
-def _clock(seconds: float) -> str:
+def format_clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 

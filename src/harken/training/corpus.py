@@ -271,7 +271,7 @@ def summarize(utterances: Sequence[Utterance], top: int = 10) -> Summary:
 
 
 
-def _read_settings(value: str) -> dict[str, Any]:
+def read_augment_settings(value: str) -> dict[str, Any]:
     """Augmentation settings from a TOML/JSON file (a TOML file may hold them in [augment]),
     or a JSON object given inline."""
     path = Path(value)
