@@ -277,7 +277,8 @@ epochs_per_eval = 1000
 def test_greedy_on_request_overrides_stored_lm_defaults(tmp_path):
     import dataclasses
 
-    from harken.cli import build_parser, _options
+    from harken.cli import build_parser
+    from harken.cli.common import decode_options as _options
     from harken.decoding.options import GREEDY
 
     model = new_model("deepspeech2", "tiny")

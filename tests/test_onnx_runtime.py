@@ -59,7 +59,7 @@ class BlockTorch(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, BlockTorch())
 if job_blocks_by_none:
     sys.modules["torch"] = None  # the other way to make torch unimportable
-from harken.decoding.types import DecodeOptions
+from harken.decoding import DecodeOptions
 from harken.interop.onnx_runtime import load_onnx_model
 
 audios = [np.load(path) for path in job["audio"]]
