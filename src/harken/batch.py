@@ -33,7 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from harken.errors import ConfigError, HarkenError, ManifestError, require
+from harken.errors import (ConfigError, HarkenError, ManifestError, ModelError, UsageError,
+                           require)
 from harken.transcribe import FORMATS, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,14 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[BatchInput]
     """Audio files named by `inputs` (files, folders walked for audio, manifests), with output
     names: a folder's files keep their path under it, a manifest's their path under the
     manifest's folder, other files their name. Two inputs with one output name are refused."""
-    from harken.audio import is_audio_file
-    from harken.transcribe import expand_inputs
+    from harken.transcribe import expand_inputs, is_manifest
 
     items: list[BatchInput] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             items += [BatchInput(p.resolve(), _name_under(p, path)) for p in expand_inputs([path])]
-        elif path.suffix.lower() in MANIFEST_SUFFIXES and not is_audio_file(path):
+        elif is_manifest(path):
             items += [BatchInput(p, _name_under(p, path.parent.resolve()))
                       for p in read_audio_list(path)]
         else:
@@ -214,6 +214,9 @@ class Transcriber:
         self.settings = settings
         self.model = load_model(settings.model, device=settings.device, backend=settings.backend)
         self.options = decoding_options(self.model, settings.decode)
+        # The LM is loaded now (and cached for the files): one that cannot be used stops the
+        # job with one error instead of failing every file.
+        self.model._decoder(self.options, {})
 
     def __call__(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         from harken.transcribe import format_transcript, transcribe_files
@@ -608,7 +611,7 @@ def add_batch_args(parser: argparse.ArgumentParser) -> None:
 
 def run_batch_command(args: argparse.Namespace) -> int:
     """`harken transcribe ... --output-dir OUT` (the command line's options in `args`)."""
-    from harken.cli import decode_overrides
+    from harken.cli import decode_overrides, resolve_backend
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
@@ -621,14 +624,18 @@ def run_batch_command(args: argparse.Namespace) -> int:
     model = args.model
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())  # workers may run elsewhere (Ray)
-    settings = BatchSettings(model=model, device=args.device, backend=args.backend,
+    settings = BatchSettings(model=model, device=args.device,
+                             backend=resolve_backend(model, args.backend),
                              decode=decode_overrides(args),
                              vad=None if args.vad == "none" else args.vad,
                              formats=tuple(args.format.split(",")), threads=threads)
-    report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
-                       ray_address=args.ray, files_per_task=args.files_per_task,
-                       retry_failed=args.retry_failed, summary_path=args.summary,
-                       progress=not args.no_progress)
+    try:
+        report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
+                           ray_address=args.ray, files_per_task=args.files_per_task,
+                           retry_failed=args.retry_failed, summary_path=args.summary,
+                           progress=not args.no_progress)
+    except (ModelError, ConfigError) as exc:  # the model, LM or an option: before any file
+        raise UsageError(str(exc)) from exc
     wanted = {str(entry.path) for entry in inputs}
     rows = [row for row in read_summary(report.summary) if row["path"] in wanted]
     failed = [row for row in rows if row.get("status") == "error"]

@@ -9,11 +9,35 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from harken.errors import HarkenError
+from harken.errors import HarkenError, UsageError
+
+# A transcript with no words from less audio than this gets a note saying why it is empty.
+MIN_SPEECH_SECONDS = 0.25
+# Formats whose output holds one input only: several inputs on stdout are refused.
+SINGLE_FILE_FORMATS = ("srt", "vtt")
+# Commands whose modules register them: (module, function, {command: help}). A module is
+# imported only when its command runs (start-up time: docs/performance.md); the help texts are
+# the modules' own (tests/test_first_run.py checks that they agree).
+OPTIONAL_COMMANDS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("harken.lm", "register_lm_commands", {"lm": "n-gram language models: build, tune"}),
+    ("harken.corpus", "register_data_commands",
+     {"data": "training data: synthesise, combine, filter, split, summarise"}),
+    ("harken.export", "register_export_command",
+     {"export": "export a model to ONNX for ONNX Runtime"}),
+    ("harken.importers", "register_import_command",
+     {"import": "convert NeMo or Hugging Face CTC models to harken models"}),
+    ("harken.hub", "register_hub_commands",
+     {"models": "list known public checkpoints harken can download",
+      "download": "download a listed checkpoint and import it"}),
+    ("harken.server", "register_serve_command",
+     {"serve": "speech recognition server (REST, WebSocket, jobs, web page)"}),
+)
+ALL_COMMANDS = "*"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_name(argv))
     args = parser.parse_args(argv)
     _write_undecodable_names()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -23,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:  # an option that cannot be used: reported before any input
+        print(f"harken: error: {exc}", file=sys.stderr)
+        return 2
     except HarkenError as exc:
         print(f"harken: error: {exc}", file=sys.stderr)
         return 1
@@ -43,7 +70,16 @@ def _write_undecodable_names() -> None:
             stream.reconfigure(errors="surrogateescape")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The command word of `argv` (the top-level options take no values), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = ALL_COMMANDS) -> argparse.ArgumentParser:
+    """The `harken` argument parser. The modules of `OPTIONAL_COMMANDS` are imported only for
+    `command` (default: all of them); the others are listed by name and help, so `harken
+    --help`, `--version` and `harken transcribe` import neither PyTorch's training parts nor
+    the server."""
     from harken import __version__
 
     parser = argparse.ArgumentParser(prog="harken", description="Private, local, trainable speech recognition.")
@@ -56,20 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(sub)
     _add_info(sub)
     _add_listen(sub)
-    _add_optional_commands(sub)
+    _add_optional_commands(sub, command)
     return parser
 
 
-def _add_optional_commands(sub: Any) -> None:
-    """Commands whose modules register themselves (language models, data tools, ...)."""
+def _add_optional_commands(sub: Any, command: str | None) -> None:
+    """Commands whose modules register themselves (language models, data tools, ...): the
+    module of `command` (all with `ALL_COMMANDS`) registers its own; the rest are listed."""
     import importlib
 
-    for module, function in (("harken.lm", "register_lm_commands"),
-                             ("harken.corpus", "register_data_commands"),
-                             ("harken.export", "register_export_command"),
-                             ("harken.importers", "register_import_command"),
-                             ("harken.hub", "register_hub_commands"),
-                             ("harken.server", "register_serve_command")):
+    for module, function, names in OPTIONAL_COMMANDS:
+        if command != ALL_COMMANDS and command not in names:
+            for name, text in names.items():
+                sub.add_parser(name, help=text, add_help=False)
+            continue
         try:
             register = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError):
@@ -83,9 +119,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=None,
                         help="model folder, .harken file or bundled model name (default: en-small)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--backend", default="torch",
+    parser.add_argument("--backend", default=None,
                         choices=("torch", "onnx", "onnx-fp32", "onnx-int8"),
-                        help="torch, or onnx for a folder made by `harken export` (default: torch)")
+                        help="torch, or onnx for a folder made by `harken export` (default: "
+                             "onnx for an export, else torch)")
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -131,10 +168,33 @@ def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def resolve_backend(model: str | None, backend: str | None) -> str:
+    """`backend` when given; else "onnx" for a model written by `harken export`, "torch" for
+    any other (and for a model that cannot be read: loading it reports why)."""
+    if backend is not None:
+        return backend
+    import zipfile
+
+    from harken.model import CONFIG_FILE, resolve_model_path
+
+    try:
+        path = resolve_model_path(model)
+        if path.is_dir():
+            text = (path / CONFIG_FILE).read_text(encoding="utf-8")
+        else:
+            with zipfile.ZipFile(path) as zf:
+                text = zf.read(CONFIG_FILE).decode("utf-8")
+        data = json.loads(text)
+    except (HarkenError, OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return "torch"
+    return "onnx" if isinstance(data, dict) and data.get("export") else "torch"
+
+
 def _load(args: argparse.Namespace):
     from harken.model import load_model
 
-    return load_model(args.model, device=args.device, backend=args.backend)
+    return load_model(args.model, device=args.device,
+                      backend=resolve_backend(args.model, args.backend))
 
 
 def _options(model: Any, args: argparse.Namespace) -> Any:
@@ -147,6 +207,21 @@ def _options(model: Any, args: argparse.Namespace) -> Any:
     return model.decode_options(**overrides) if overrides else None
 
 
+def load_checked(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model and decoding options of the command line, with the decoder built once (its
+    LM loaded, its lexicon made): a model, LM or decoding option that cannot be used is one
+    `UsageError` here, before any input is read, instead of the same failure for every file."""
+    try:
+        model = _load(args)
+        options = _options(model, args)
+        model._decoder(options, {})  # built and cached: the first file reuses it
+    except UsageError:
+        raise
+    except HarkenError as exc:
+        raise UsageError(str(exc)) from exc
+    return model, options
+
+
 # -- transcribe ------------------------------------------------------------------------------
 
 def _add_transcribe(sub: Any) -> None:
@@ -157,13 +232,17 @@ def _add_transcribe(sub: Any) -> None:
                                    "under a folder, or the files a manifest lists. With "
                                    "--output-dir the job is resumable (docs/scaling.md).")
     p.add_argument("inputs", nargs="+", help="audio files, folders or manifests (.jsonl/.csv/.txt)")
+    p.epilog = ("Without --output-dir the results go to stdout. Several inputs: txt prints "
+                "'FILE: text' lines, json prints JSON Lines (one object per file with its "
+                "\"file\", or \"file\" and \"error\"); srt and vtt need --output-dir.")
     add_model_args(p)
     add_decode_args(p)
     p.add_argument("--format", "-f", type=output_formats, default="txt",
                    help="txt, json, srt or vtt; with --output-dir a comma-separated list or all")
     p.add_argument("--output-dir", "-o", type=Path, default=None,
                    help="write <name>.<format> files here instead of printing")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar or progress lines on stderr")
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
@@ -172,24 +251,36 @@ def _add_transcribe(sub: Any) -> None:
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
-    from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
+    from harken.transcribe import expand_inputs
 
     if args.output_dir is not None:
         from harken.batch import run_batch_command
 
         return run_batch_command(args)
     if "," in args.format or args.workers != 1 or args.ray:
-        raise HarkenError("several formats, --workers and --ray need --output-dir")
+        raise UsageError("several formats, --workers and --ray need --output-dir")
     paths = expand_inputs(args.inputs)
     if not paths:
         raise HarkenError(f"no audio files found in {', '.join(args.inputs)}")
-    model = _load(args)
-    options = _options(model, args)
+    if len(paths) > 1 and args.format in SINGLE_FILE_FORMATS:
+        raise UsageError(f"-f {args.format} holds one file's subtitles: {len(paths)} inputs "
+                         f"need --output-dir (one .{args.format} file each)")
+    model, options = load_checked(args)
+    return _print_transcripts(model, options, paths, args)
+
+
+def _print_transcripts(model: Any, options: Any, paths: list[Path],
+                       args: argparse.Namespace) -> int:
+    """Transcribe `paths` to stdout: one input as it is formatted; several as 'FILE: text'
+    lines (txt) or JSON Lines with the file in each object (json). Returns the exit status."""
+    from harken.transcribe import format_transcript, transcribe_files
+
     bar = None
     if len(paths) > 1 and not args.no_progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), unit="file", desc="transcribe")
+    several = len(paths) > 1
     failures = 0
     vad = None if args.vad == "none" else args.vad
     for result in transcribe_files(model, paths, options, vad=vad):
@@ -198,19 +289,34 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         if result.error is not None:
             failures += 1
             print(f"harken: error: {result.error}", file=sys.stderr)
+            if several and args.format == "json":
+                sys.stdout.write(json.dumps({"file": str(result.path), "error": result.error})
+                                 + "\n")
             continue
-        written = write_result(result, args.format, args.output_dir)
-        if written is None:
-            text = format_transcript(result.transcript, args.format)
-            if len(paths) > 1 and args.format == "txt":
+        transcript = result.transcript
+        if not transcript.text:
+            print(f"harken: note: {result.path}: {_empty_reason(transcript.duration)}",
+                  file=sys.stderr)
+        if several and args.format == "json":
+            text = json.dumps({"file": str(result.path), **transcript.to_dict()}) + "\n"
+        else:
+            text = format_transcript(transcript, args.format)
+            if several:
                 text = f"{result.path}: {text}"
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()
     if bar is not None:
         bar.close()
     if failures:
         print(f"harken: {failures} of {len(paths)} files failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _empty_reason(duration: float) -> str:
+    if duration < MIN_SPEECH_SECONDS:
+        return (f"no words: {duration:.2f} s of audio is too short to hold speech (less than "
+                f"{MIN_SPEECH_SECONDS} s)")
+    return f"no words recognised in {duration:.2f} s of audio (silence, noise or another language?)"
 
 
 # -- evaluate --------------------------------------------------------------------------------
@@ -223,21 +329,33 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--hyps", type=Path, default=None, help="write hypotheses as JSONL")
     p.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when some utterances cannot be read (they are left out of "
+                        "the scores; default: exit 1)")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    """Scores on stdout; utterances that failed on stderr, one line each, and exit status 1
+    unless --allow-failures."""
     from harken.evaluate import evaluate_manifests
 
-    model = _load(args)
-    result = evaluate_manifests(model, args.manifests, _options(model, args), limit=args.limit,
+    model, options = load_checked(args)
+    result = evaluate_manifests(model, args.manifests, options, limit=args.limit,
                                 hyps_out=args.hyps, progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         print(result.summary())
-        for failure in result.failed:
-            print(f"failed: {failure['audio']}: {failure['error']}", file=sys.stderr)
+    for failure in result.failed:
+        error = failure["error"]  # errors about a file name it already
+        if failure["audio"] not in error:
+            error = f"{failure['audio']}: {error}"
+        print(f"harken: failed: {error}", file=sys.stderr)
+    if result.failed and not args.allow_failures:
+        print(f"harken: {len(result.failed)} utterances failed (left out of the scores; "
+              "--allow-failures exits 0)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -307,12 +425,35 @@ def _run_info(args: argparse.Namespace) -> int:
 
     model = _load(args)
     c = model.config
+    parameters = count_parameters(model.network)
+    backend = "torch"
+    if c.export:
+        backend = resolve_backend(args.model, args.backend)
+        parameters = int(c.export.get("parameters") or _onnx_parameters(model.network))
     print(json.dumps({"path": str(model.path), "architecture": c.architecture, "size": c.size,
-                      "parameters": count_parameters(model.network),
+                      "backend": backend, "parameters": parameters,
                       "vocab_size": model.tokenizer.vocab_size, "tokenizer": c.tokenizer.get("kind"),
                       "frame_seconds": model.frame_seconds, "decoding": c.decoding,
                       "training": {k: v for k, v in c.training.items() if k != "config"}}, indent=2))
     return 0
+
+
+def _onnx_parameters(network: Any) -> int:
+    """The number of weights in an exported network's graph (exports made before the count
+    was stored in their config)."""
+    import onnx
+
+    path = getattr(network, "path", None)
+    if path is None:
+        return 0
+    graph = onnx.load(str(path), load_external_data=False).graph
+    total = 0
+    for initializer in graph.initializer:
+        count = 1
+        for dim in initializer.dims:
+            count *= int(dim)
+        total += count
+    return total
 
 
 # -- listen ----------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from harken.model import Model, ModelConfig
 
 ONNX_FILE = "model.onnx"
+LM_INFO_SUFFIX = ".lm.json"  # LM metadata beside an LM copied into an export (not checksummed)
 INT8_FILE = "model.int8.onnx"
 OPSET = 17
 INPUT_NAMES = ("features", "lengths")
@@ -123,7 +124,9 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
         stream_info = _export_stream(network, folder, opset, check, int8,
                                      INT8_OPS[architecture])
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
-        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+        decoding = carry_language_model(model, folder)
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                 if not p.name.endswith(LM_INFO_SUFFIX)}
         export_info = {
             "format": "onnx",
             "opset": opset,
@@ -136,14 +139,51 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
             "vocab_size": int(network.vocab_size),
             "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
             "stream": stream_info,
+            "parameters": sum(int(p.numel()) for p in network.parameters()),
         }
         config = replace(model.config, tokenizer=tokenizer_config, files=files,
-                         export=export_info)  # type: ignore[call-arg]
+                         decoding=decoding, export=export_info)  # type: ignore[call-arg]
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
         if out.exists():
             os.replace(out, Path(tmp) / "old")
         os.replace(folder, out)
     return out
+
+
+def carry_language_model(model: Model, folder: Path) -> dict[str, Any]:
+    """Copy the LM of `model`'s decoding defaults into the export `folder`; returns the
+    decoding defaults that refer to the copy.
+
+    A model's stored defaults name their LM relative to the model's file or folder (the bundled
+    ``en-small.harken`` has ``en-small.bin`` beside it), so an export in another folder could
+    not find it. The LM (and its ``.lm.json`` metadata, tuned weights included) is copied next
+    to the exported network, and the defaults (beam width, weights) are kept as they are: the
+    export decodes exactly like the original. An LM the original cannot find either is left
+    as it is named (`harken transcribe` reports it, as it does for the original).
+    """
+    import shutil
+
+    from harken.lm import info_path
+
+    decoding = dict(model.config.decoding or {})
+    lm = decoding.get("lm")
+    if not lm or model.path is None:
+        return decoding
+    source = Path(lm)
+    if not source.is_absolute():
+        origin = Path(model.path)
+        source = (origin if origin.is_dir() else origin.parent) / source
+    if not source.is_file():
+        logging.getLogger(__name__).warning("%s: the LM of the decoding defaults, %s, does not "
+                                            "exist; the export names it unchanged", model.path,
+                                            source)
+        return decoding
+    target = folder / source.name
+    shutil.copyfile(source, target)
+    if info_path(source).is_file():
+        shutil.copyfile(info_path(source), info_path(target))
+    decoding["lm"] = target.name
+    return decoding
 
 
 def _export_network(network: torch.nn.Module, path: Path, opset: int) -> None:

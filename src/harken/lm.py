@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -711,6 +712,16 @@ def _run_tune(args: Any) -> int:
     print(f"\n{result.utterances} utterances: greedy WER {100 * result.greedy_wer:.2f}%, best "
           f"{100 * best.wer:.2f}% with lm_weight {best.lm_weight} word_score {best.word_score} "
           f"beam {best.beam_width}")
+    if best.wer > result.greedy_wer:  # the LM makes this model worse on this dev set
+        print(f"warning: every setting tried is worse than greedy decoding without the LM "
+              f"(best {100 * best.wer:.2f}% vs greedy {100 * result.greedy_wer:.2f}%): the LM "
+              "does not suit this model or dev set (another LM, or wider grids); decode with "
+              "--no-lm", file=sys.stderr)
+        if args.write:
+            print(f"harken: not writing {info_path(args.lm)}: these weights would make decoding "
+                  "worse than no LM", file=sys.stderr)
+            return 1
+        return 0
     if args.write:
         path = write_lm_info(args.lm, lm_weight=best.lm_weight, word_score=best.word_score,
                              details={"tuned": {"manifests": [str(m) for m in args.manifests],

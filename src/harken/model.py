@@ -514,7 +514,7 @@ def read_config(folder: Path, origin: object, backend: str = "torch") -> ModelCo
     if backend == "torch" and WEIGHTS_FILE not in config.files:
         if config.export:
             raise ModelError(f"{origin}: an exported {config.export.get('format')} model; load "
-                             "it with backend='onnx'")
+                             "it with backend='onnx' (on the command line: --backend onnx)")
         raise ModelError(f"{origin}: {CONFIG_FILE} lists no checksum for {WEIGHTS_FILE}")
     for name, expected in config.files.items():
         member = folder / name

@@ -843,7 +843,7 @@ def register_serve_command(sub: Any) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from harken.cli import decode_overrides
+    from harken.cli import decode_overrides, resolve_backend
     from harken.model import load_model
 
     uvicorn = require("uvicorn", "server")
@@ -852,6 +852,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    sock = bind_socket(args.host, args.port)  # a port in use fails now, before the model loads
     overrides = decode_overrides(args)
     config = ServerConfig(
         api_key=args.api_key or None, max_upload_bytes=int(args.max_upload_mb * 2**20),
@@ -863,16 +864,48 @@ def _run_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin), vad=args.vad, silence_ms=args.silence_ms,
         model_name=Path(args.model).stem if args.model else "en-small",
         decode_options=overrides)
-    model = load_model(args.model, device=args.device, backend=args.backend)
+    model = load_model(args.model, device=args.device,
+                       backend=resolve_backend(args.model, args.backend))
     app = create_app(model, config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it",
                     args.host)
-    print(f"harken: serving {config.model_name} on http://{args.host}:{args.port} "
-          f"(jobs in {config.db})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                ws_max_size=16 << 20)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           ws_max_size=16 << 20))
+    print(f"harken: serving {config.model_name} on http://{host}:{port} "
+          f"(jobs in {config.db})", flush=True)  # the socket is bound: clients can connect
+    with sock:
+        server.run(sockets=[sock])
     return 0
+
+
+def bind_socket(host: str, port: int) -> Any:
+    """A listening TCP socket on `host`:`port` (0: a free port), as uvicorn binds it; a port in
+    use or an address that is not this machine's is a `HarkenError` saying so."""
+    import errno
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+    except socket.gaierror as exc:
+        raise HarkenError(f"serve: cannot resolve --host {host!r} ({exc})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise HarkenError(f"serve: port {port} on {host} is already in use (another "
+                              "server?); choose another with --port") from None
+        raise HarkenError(f"serve: cannot listen on {host}:{port} ({exc.strerror or exc})"
+                          ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 __all__ = ["Batcher", "Metrics", "ServerConfig", "create_app", "prompt_hotwords",

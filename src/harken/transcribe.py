@@ -28,7 +28,8 @@ class FileResult:
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Paths of the audio files named: files as given, directories walked for audio files."""
+    """Paths of the audio files named: files as given, directories walked for audio files,
+    manifests (.jsonl, .csv, .txt/.lst lists: `harken.batch.read_audio_list`) read for theirs."""
     from harken.audio import is_audio_file
 
     paths: list[Path] = []
@@ -36,9 +37,35 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p)))
+        elif is_manifest(path):
+            from harken.batch import read_audio_list
+
+            paths.extend(read_audio_list(path))
         else:
             paths.append(path)
     return paths
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether `path` is a list of audio files: a manifest suffix (.jsonl, .csv, .txt, .lst)
+    on a file whose start is UTF-8 text (a WAV file named ``x.txt`` is audio)."""
+    from harken.audio import is_audio_file
+    from harken.batch import MANIFEST_SUFFIXES
+
+    if path.suffix.lower() not in MANIFEST_SUFFIXES or is_audio_file(path) or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # reading it as a list reports why it cannot be read
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the block is still text
+        return exc.start >= len(head) - 3 and len(head) == 4096
+    return True
 
 
 def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,

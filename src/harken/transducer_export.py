@@ -104,6 +104,7 @@ def export_transducer_onnx(model: Any, out_dir: str | os.PathLike, opset: int = 
     """
     from harken.model import CONFIG_FILE, sha256_file
     from harken.text import save_tokenizer
+    from harken.export import LM_INFO_SUFFIX, carry_language_model
 
     if not getattr(model.network, "is_transducer", False):
         raise ModelError(f"{model.path}: not a transducer model; use harken.export.export_onnx")
@@ -141,14 +142,16 @@ def export_transducer_onnx(model: Any, out_dir: str | os.PathLike, opset: int = 
         if check:
             check_export(network, folder)
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
-        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+        decoding = carry_language_model(model, folder)
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                 if not p.name.endswith(LM_INFO_SUFFIX)}
         export_info = {"format": "onnx-transducer", "opset": opset, "graphs": list(GRAPHS),
                        "predictor_state": names, "subsampling": int(network.subsampling),
                        "joint_dim": int(network.config.joint_dim),
                        "vocab_size": int(network.vocab_size),
                        "exporter": f"torch {torch.__version__} (TorchScript-based)"}
         config = replace(model.config, tokenizer=tokenizer_config, files=files,
-                         export=export_info)
+                         decoding=decoding, export=export_info)
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
         if out.exists():
             os.replace(out, Path(tmp) / "old")
