@@ -255,3 +255,31 @@ def test_help_and_version_do_not_import_torch(argv):
     if argv == ["--help"]:  # every command is listed, the optional ones too
         listed = {line.split()[0] for line in done.stdout.splitlines()[-13:]}
         assert {"transcribe", "lm", "data", "export", "import", "serve"} <= listed
+
+
+def test_the_lexicon_is_cached_next_to_the_lm_and_decodes_the_same(tiny, tmp_path):
+    from harken.beam import Decoder
+    from harken.decoding import DecodeOptions
+
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    lm = build_lm(LM_SENTENCES + ["fj wk", "kw jj"], 2, folder / "words", estimator="builtin").arpa
+    model = load_model(tiny / "tiny.harken")
+    options = DecodeOptions(lm=str(lm), beam_width=8, lm_weight=1.0, word_score=4.0)
+    rng = np.random.default_rng(1)
+    log_probs = [np.log(rng.dirichlet(np.full(model.tokenizer.vocab_size, 0.3), size=40))
+                 .astype(np.float32) for _ in range(4)]
+
+    def decode(decoder):
+        return [decoder.decode(lp, 0.04).text for lp in log_probs]
+
+    first = Decoder(model.tokenizer, options)  # builds the trie and writes the cache
+    caches = sorted(folder.glob("words.arpa.lexicon-*.npz"))
+    assert len(caches) == 1
+    second = Decoder(model.tokenizer, options)  # built from the cache
+    assert second.words == first.words and decode(second) == decode(first)
+    assert any(decode(first))
+    caches[0].write_bytes(b"not a cache")  # unreadable: rebuilt, same results
+    assert decode(Decoder(model.tokenizer, options)) == decode(first)
+    Decoder(model.tokenizer, DecodeOptions(lm=str(lm), hotwords={"jj": 5.0}))
+    assert sorted(folder.glob("words.arpa.lexicon-*.npz")) == caches  # hotwords: not cached
