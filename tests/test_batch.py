@@ -16,8 +16,8 @@ import soundfile as sf
 import torch
 
 from harken.cli.transcribe import output_formats
-from harken.serving.batch_jobs import (BatchSettings, Progress, collect_inputs, read_audio_list,
-                          read_summary, run_batch)
+from harken.serving.batch_jobs import BatchSettings, Progress, collect_inputs, read_summary, run_batch
+from harken.training.manifests import read_audio_list
 from harken.cli import main as cli_main
 from harken.errors import ConfigError, ManifestError
 from harken.model import new_model

@@ -238,3 +238,40 @@ def test_bidirectional_export_has_no_stream_step_and_streams_by_windows(exported
     assert not onnx_model.network.streamable and not onnx_model.stream().exact
     with pytest.raises(ModelError, match="no streaming step graph"):
         onnx_model.network.initial_state()
+
+
+def test_int8_stores_recurrent_and_convolution_weights_in_int8(tmp_path):
+    """The GRUs and convolutions hold almost all of a DeepSpeech2's weights; int8 stores them
+    as int8 with per-row scales (float32 compute), so the file is about a quarter of fp32's and
+    the network's outputs move by little."""
+    import onnx
+    from onnx import TensorProto
+
+    from harken.interop.onnx_weights import MIN_ELEMENTS, quantize_per_channel
+
+    model = random_model("deepspeech2", bidirectional=True)
+    out = export_onnx(model, tmp_path / "ds2", int8=True)
+    fp32, int8 = (out / ONNX_FILE).stat().st_size, (out / INT8_FILE).stat().st_size
+    assert int8 < 0.45 * fp32, (fp32, int8)  # tiny: biases and graph weigh more; en-small 0.26
+    graph = onnx.load(str(out / INT8_FILE)).graph
+    initializers = {init.name: init for init in graph.initializer}
+    dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    quantized_gru = 0
+    for node in graph.node:
+        for name in node.input[1:3] if node.op_type in ("GRU", "Conv") else ():
+            init = initializers.get(name)  # no large float32 weight is left
+            assert init is None or np.prod(init.dims) < MIN_ELEMENTS, (node.op_type, name)
+            if name in dequantized:
+                assert initializers[dequantized[name]].data_type == TensorProto.INT8
+                quantized_gru += node.op_type == "GRU"
+    assert quantized_gru >= 4  # W and R of two GRU layers at least
+    features, lengths = random_features(2, 120, seed=5)
+    reference, _ = load_model(out, backend="onnx-fp32").network(features, lengths)
+    got, _ = load_model(out, backend="onnx-int8").network(features, lengths)
+    assert valid_max_difference(got.numpy(), reference.numpy(), lengths.numpy() // 2) < 0.5
+
+    weights = np.random.default_rng(0).standard_normal((2, 6, 40)).astype(np.float32)
+    quantized, scale = quantize_per_channel(weights, axis=1)
+    assert quantized.dtype == np.int8 and scale.shape == (6,)
+    error = np.abs(quantized * scale[None, :, None] - weights)
+    assert (error <= scale[None, :, None] / 2 + 1e-7).all()

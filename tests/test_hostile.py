@@ -189,7 +189,8 @@ def test_evaluate_cli_scores_good_utterances_and_lists_bad_ones(corpus, tmp_path
                for name, p in paths.items()]
     entries += [{"audio": str(g), "text": "hello", "id": g.stem} for g in good]
     manifest.write_text("".join(json.dumps(e) + "\n" for e in entries), errors="surrogateescape")
-    done = run_cli("evaluate", str(manifest), "--model", str(corpus["model"]), "--json")
+    done = run_cli("evaluate", str(manifest), "--model", str(corpus["model"]), "--json",
+                   "--allow-failures")  # failures are listed; without the flag: exit 1
     err = os.fsdecode(done.stderr)
     assert "Traceback" not in err and done.returncode == 0, err
     report = json.loads(done.stdout)

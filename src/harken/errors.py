@@ -38,6 +38,11 @@ class ManifestError(HarkenError, ValueError):
     """A manifest line could not be read; the message names the file and the line."""
 
 
+class UsageError(ConfigError):
+    """A command-line option cannot be used (a missing LM, a model that does not load); the
+    command reports it once, before reading any input, and exits with status 2."""
+
+
 class DependencyError(HarkenError, ImportError):
     """An optional dependency is missing; the message says which extra installs it."""
 

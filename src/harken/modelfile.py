@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,9 +21,13 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from harken.decoding.lm import info_path
 from harken.errors import ModelError
+
+if TYPE_CHECKING:
+    from harken.model import Model
 
 
 FORMAT_VERSION = 1
@@ -182,7 +187,7 @@ def read_config(folder: Path, origin: object, backend: str = "torch") -> ModelCo
     if backend == "torch" and WEIGHTS_FILE not in config.files:
         if config.export:
             raise ModelError(f"{origin}: an exported {config.export.get('format')} model; load "
-                             "it with backend='onnx'")
+                             "it with backend='onnx' (on the command line: --backend onnx)")
         raise ModelError(f"{origin}: {CONFIG_FILE} lists no checksum for {WEIGHTS_FILE}")
     for name, expected in config.files.items():
         member = folder / name
@@ -217,3 +222,39 @@ def downloaded_model_path(name: str, folder: str | os.PathLike[str] | None = Non
         return None
     path = (Path(folder) if folder is not None else models_dir()) / name
     return path if (path / CONFIG_FILE).is_file() else None
+
+
+LM_INFO_SUFFIX = ".lm.json"  # LM metadata beside an LM copied into an export (not checksummed)
+
+
+def carry_language_model(model: Model, folder: Path) -> dict[str, Any]:
+    """Copy the LM of `model`'s decoding defaults into the export `folder`; returns the
+    decoding defaults that refer to the copy.
+
+    A model's stored defaults name their LM relative to the model's file or folder (the bundled
+    ``en-small.harken`` has ``en-small.bin`` beside it), so an export in another folder could
+    not find it. The LM (and its ``.lm.json`` metadata, tuned weights included) is copied next
+    to the exported network, and the defaults (beam width, weights) are kept as they are: the
+    export decodes exactly like the original. An LM the original cannot find either is left
+    as it is named (`harken transcribe` reports it, as it does for the original).
+    """
+
+    decoding = dict(model.config.decoding or {})
+    lm = decoding.get("lm")
+    if not lm or model.path is None:
+        return decoding
+    source = Path(lm)
+    if not source.is_absolute():
+        origin = Path(model.path)
+        source = (origin if origin.is_dir() else origin.parent) / source
+    if not source.is_file():
+        logging.getLogger(__name__).warning("%s: the LM of the decoding defaults, %s, does not "
+                                            "exist; the export names it unchanged", model.path,
+                                            source)
+        return decoding
+    target = folder / source.name
+    shutil.copyfile(source, target)
+    if info_path(source).is_file():
+        shutil.copyfile(info_path(source), info_path(target))
+    decoding["lm"] = target.name
+    return decoding

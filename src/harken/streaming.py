@@ -577,12 +577,17 @@ def _stdin_chunks(size: int, sample_rate: int) -> Iterator[bytes]:
 
 
 def _microphone_chunks(size: int, sample_rate: int) -> Iterator[np.ndarray]:
+    pipe = "or pipe audio in: arecord -f S16_LE -r 16000 -c 1 | harken listen -"
     try:
         import sounddevice
-    except (ImportError, OSError) as exc:
-        raise HarkenError("listening to the microphone needs sounddevice and PortAudio: pip "
-                          "install harken[mic] (or pipe audio in: arecord -f S16_LE -r 16000 "
-                          f"| harken listen -) ({exc})") from None
+    except ImportError as exc:
+        raise HarkenError(f"listening to the microphone needs sounddevice: pip install "
+                          f"'harken[mic]' ({pipe}) ({exc})") from None
+    except OSError as exc:  # sounddevice is installed; the PortAudio C library is not
+        raise HarkenError(f"listening to the microphone needs the PortAudio library, which was "
+                          f"not found ({exc}): install libportaudio2 (Debian/Ubuntu: sudo apt "
+                          f"install libportaudio2; macOS: brew install portaudio), {pipe}"
+                          ) from None
     with sounddevice.InputStream(samplerate=sample_rate, channels=1, dtype="float32",
                                  blocksize=size) as microphone:
         while True:

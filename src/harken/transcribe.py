@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator
 from harken.decoding.types import Segment, Transcript
 from harken.errors import HarkenError
 from harken.audio import is_audio_file, load_audio
+from harken.training.manifests import MANIFEST_SUFFIXES, read_audio_list
 
 FORMATS = ("txt", "json", "srt", "vtt")
 # Subtitle cues: at most this many lines of at most this many characters (broadcast guidelines
@@ -29,16 +30,40 @@ class FileResult:
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Paths of the audio files named: files as given, directories walked for audio files."""
+    """Paths of the audio files named: files as given, directories walked for audio files,
+    manifests (.jsonl, .csv, .txt/.lst lists: `harken.training.manifests.read_audio_list`) read for theirs."""
 
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p)))
+        elif is_manifest(path):
+
+            paths.extend(read_audio_list(path))
         else:
             paths.append(path)
     return paths
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether `path` is a list of audio files: a manifest suffix (.jsonl, .csv, .txt, .lst)
+    on a file whose start is UTF-8 text (a WAV file named ``x.txt`` is audio)."""
+
+    if path.suffix.lower() not in MANIFEST_SUFFIXES or is_audio_file(path) or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # reading it as a list reports why it cannot be read
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the block is still text
+        return exc.start >= len(head) - 3 and len(head) == 4096
+    return True
 
 
 def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import zipfile
 from typing import Any
 
-from harken.decoding.options import requested_options
-from harken.errors import HarkenError
-from harken.model import load_model
+from harken.decoding.options import DecodeOptions, requested_options
+from harken.errors import HarkenError, UsageError
+from harken.model import Model, load_model
+from harken.modelfile import CONFIG_FILE, resolve_model_path
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=None,
                         help="model folder, .harken file or bundled model name (default: en-small)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--backend", default="torch",
+    parser.add_argument("--backend", default=None,
                         choices=("torch", "onnx", "onnx-fp32", "onnx-int8"),
-                        help="torch, or onnx for a folder made by `harken export` (default: torch)")
+                        help="torch, or onnx for a folder made by `harken export` (default: "
+                             "onnx for an export, else torch)")
 
 
 def add_decode_args(parser: argparse.ArgumentParser) -> None:
@@ -62,10 +66,44 @@ def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def load_model_args(args: argparse.Namespace):
-    return load_model(args.model, device=args.device, backend=args.backend)
+def resolve_backend(model: str | None, backend: str | None) -> str:
+    """`backend` when given; else "onnx" for a model written by `harken export`, "torch" for
+    any other (and for a model that cannot be read: loading it reports why)."""
+    if backend is not None:
+        return backend
+    try:
+        path = resolve_model_path(model)
+        if path.is_dir():
+            text = (path / CONFIG_FILE).read_text(encoding="utf-8")
+        else:
+            with zipfile.ZipFile(path) as zf:
+                text = zf.read(CONFIG_FILE).decode("utf-8")
+        data = json.loads(text)
+    except (HarkenError, OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return "torch"
+    return "onnx" if isinstance(data, dict) and data.get("export") else "torch"
+
+
+def load_model_args(args: argparse.Namespace) -> Model:
+    return load_model(args.model, device=args.device,
+                      backend=resolve_backend(args.model, args.backend))
 
 
 def decode_options(model: Any, args: argparse.Namespace) -> Any:
     """Decoding options from the command line over the model's stored defaults (None: its defaults)."""
     return requested_options(model, decode_overrides(args))
+
+
+def load_checked(args: argparse.Namespace) -> tuple[Model, DecodeOptions | None]:
+    """The model and decoding options of the command line, with the decoder built once (its
+    LM loaded, its lexicon made): a model, LM or decoding option that cannot be used is one
+    `UsageError` here, before any input is read, instead of the same failure for every file."""
+    try:
+        model = load_model_args(args)
+        options = decode_options(model, args)
+        model.decoder(options)  # built and cached: the first file reuses it
+    except UsageError:
+        raise
+    except HarkenError as exc:
+        raise UsageError(str(exc)) from exc
+    return model, options

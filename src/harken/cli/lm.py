@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from harken.decoding.lm import ESTIMATORS, KENLM_BIN_ENV, UNITS, build_lm, read_lm_info, write_lm_info
+from harken.decoding.lm import ESTIMATORS, KENLM_BIN_ENV, UNITS, build_lm, info_path, read_lm_info, write_lm_info
 from harken.errors import ConfigError
 from harken.model import load_model
 from harken.training.lm_tune import LM_WEIGHTS, WORD_SCORES, tune_lm
@@ -96,6 +97,16 @@ def _run_tune(args: Any) -> int:
     print(f"\n{result.utterances} utterances: greedy WER {100 * result.greedy_wer:.2f}%, best "
           f"{100 * best.wer:.2f}% with lm_weight {best.lm_weight} word_score {best.word_score} "
           f"beam {best.beam_width}")
+    if best.wer > result.greedy_wer:  # the LM makes this model worse on this dev set
+        print(f"warning: every setting tried is worse than greedy decoding without the LM "
+              f"(best {100 * best.wer:.2f}% vs greedy {100 * result.greedy_wer:.2f}%): the LM "
+              "does not suit this model or dev set (another LM, or wider grids); decode with "
+              "--no-lm", file=sys.stderr)
+        if args.write:
+            print(f"harken: not writing {info_path(args.lm)}: these weights would make decoding "
+                  "worse than no LM", file=sys.stderr)
+            return 1
+        return 0
     if args.write:
         path = write_lm_info(args.lm, lm_weight=best.lm_weight, word_score=best.word_score,
                              details={"tuned": {"manifests": [str(m) for m in args.manifests],

@@ -10,7 +10,7 @@ from typing import Sequence
 from harken.version import __version__
 from harken.cli import (data, evaluate, export, hub, importing, info, listen, lm, serve, tokenizer, train,
                         transcribe)
-from harken.errors import HarkenError
+from harken.errors import HarkenError, UsageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:  # an option that cannot be used: reported before any input
+        print(f"harken: error: {exc}", file=sys.stderr)
+        return 2
     except HarkenError as exc:
         print(f"harken: error: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from harken.errors import require
 from harken.serving.config import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, default_db_path
-from harken.cli.common import add_decode_args, add_model_args, decode_overrides
+from harken.cli.common import add_decode_args, add_model_args, decode_overrides, resolve_backend
 from harken.model import load_model
 
 
@@ -71,12 +71,16 @@ def register(sub: Any) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    # the server's batching runs the network with torch: imported when serving, not for --help
+    from harken.serving.app import bind_socket, create_app, log
+
     uvicorn = require("uvicorn", "server")
     require("fastapi", "server")
     if args.torch_threads is not None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    sock = bind_socket(args.host, args.port)  # a port in use fails now, before the model loads
     overrides = decode_overrides(args)
     config = ServerConfig(
         api_key=args.api_key or None, max_upload_bytes=int(args.max_upload_mb * 2**20),
@@ -88,16 +92,18 @@ def _run_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin), vad=args.vad, silence_ms=args.silence_ms,
         model_name=Path(args.model).stem if args.model else "en-small",
         decode_options=overrides)
-    model = load_model(args.model, device=args.device, backend=args.backend)
-    # the server's batching runs the network with torch: imported when serving, not for --help
-    from harken.serving.app import create_app, log
-
+    model = load_model(args.model, device=args.device,
+                       backend=resolve_backend(args.model, args.backend))
     app = create_app(model, config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it",
                     args.host)
-    print(f"harken: serving {config.model_name} on http://{args.host}:{args.port} "
-          f"(jobs in {config.db})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                ws_max_size=16 << 20)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           ws_max_size=16 << 20))
+    print(f"harken: serving {config.model_name} on http://{host}:{port} "
+          f"(jobs in {config.db})", flush=True)  # the socket is bound: clients can connect
+    with sock:
+        server.run(sockets=[sock])
     return 0

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from harken.errors import ConfigError, HarkenError
+from harken.errors import ConfigError, HarkenError, ModelError, UsageError
 from harken.serving.batch_jobs import (FILES_PER_TASK, FORMATS, SUMMARY_FILE, BatchSettings, format_clock,
                                        collect_inputs, read_summary, run_batch)
-from harken.cli.common import add_decode_args, add_model_args, decode_overrides, decode_options, load_model_args
-from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
+from harken.cli.common import add_decode_args, add_model_args, decode_overrides, load_checked, resolve_backend
+from harken.transcribe import expand_inputs, format_transcript, transcribe_files
+
+# A transcript with no words from less audio than this gets a note saying why it is empty.
+MIN_SPEECH_SECONDS = 0.25
+# Formats whose output holds one input only: several inputs on stdout are refused.
+SINGLE_FILE_FORMATS = ("srt", "vtt")
 
 
 def register(sub: Any) -> None:
@@ -21,13 +27,17 @@ def register(sub: Any) -> None:
                                    "under a folder, or the files a manifest lists. With "
                                    "--output-dir the job is resumable (docs/scaling.md).")
     p.add_argument("inputs", nargs="+", help="audio files, folders or manifests (.jsonl/.csv/.txt)")
+    p.epilog = ("Without --output-dir the results go to stdout. Several inputs: txt prints "
+                "'FILE: text' lines, json prints JSON Lines (one object per file with its "
+                "\"file\", or \"file\" and \"error\"); srt and vtt need --output-dir.")
     add_model_args(p)
     add_decode_args(p)
     p.add_argument("--format", "-f", type=output_formats, default="txt",
                    help="txt, json, srt or vtt; with --output-dir a comma-separated list or all")
     p.add_argument("--output-dir", "-o", type=Path, default=None,
                    help="write <name>.<format> files here instead of printing")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar or progress lines on stderr")
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
@@ -39,17 +49,27 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     if args.output_dir is not None:
         return run_batch_command(args)
     if "," in args.format or args.workers != 1 or args.ray:
-        raise HarkenError("several formats, --workers and --ray need --output-dir")
+        raise UsageError("several formats, --workers and --ray need --output-dir")
     paths = expand_inputs(args.inputs)
     if not paths:
         raise HarkenError(f"no audio files found in {', '.join(args.inputs)}")
-    model = load_model_args(args)
-    options = decode_options(model, args)
+    if len(paths) > 1 and args.format in SINGLE_FILE_FORMATS:
+        raise UsageError(f"-f {args.format} holds one file's subtitles: {len(paths)} inputs "
+                         f"need --output-dir (one .{args.format} file each)")
+    model, options = load_checked(args)
+    return _print_transcripts(model, options, paths, args)
+
+
+def _print_transcripts(model: Any, options: Any, paths: list[Path],
+                       args: argparse.Namespace) -> int:
+    """Transcribe `paths` to stdout: one input as it is formatted; several as 'FILE: text'
+    lines (txt) or JSON Lines with the file in each object (json). Returns the exit status."""
     bar = None
     if len(paths) > 1 and not args.no_progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), unit="file", desc="transcribe")
+    several = len(paths) > 1
     failures = 0
     vad = None if args.vad == "none" else args.vad
     for result in transcribe_files(model, paths, options, vad=vad):
@@ -58,19 +78,34 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         if result.error is not None:
             failures += 1
             print(f"harken: error: {result.error}", file=sys.stderr)
+            if several and args.format == "json":
+                sys.stdout.write(json.dumps({"file": str(result.path), "error": result.error})
+                                 + "\n")
             continue
-        written = write_result(result, args.format, args.output_dir)
-        if written is None:
-            text = format_transcript(result.transcript, args.format)
-            if len(paths) > 1 and args.format == "txt":
+        transcript = result.transcript
+        if not transcript.text:
+            print(f"harken: note: {result.path}: {_empty_reason(transcript.duration)}",
+                  file=sys.stderr)
+        if several and args.format == "json":
+            text = json.dumps({"file": str(result.path), **transcript.to_dict()}) + "\n"
+        else:
+            text = format_transcript(transcript, args.format)
+            if several:
                 text = f"{result.path}: {text}"
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()
     if bar is not None:
         bar.close()
     if failures:
         print(f"harken: {failures} of {len(paths)} files failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _empty_reason(duration: float) -> str:
+    if duration < MIN_SPEECH_SECONDS:
+        return (f"no words: {duration:.2f} s of audio is too short to hold speech (less than "
+                f"{MIN_SPEECH_SECONDS} s)")
+    return f"no words recognised in {duration:.2f} s of audio (silence, noise or another language?)"
 
 
 def output_formats(value: str) -> str:
@@ -116,14 +151,18 @@ def run_batch_command(args: argparse.Namespace) -> int:
     model = args.model
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())  # workers may run elsewhere (Ray)
-    settings = BatchSettings(model=model, device=args.device, backend=args.backend,
+    settings = BatchSettings(model=model, device=args.device,
+                             backend=resolve_backend(model, args.backend),
                              decode=decode_overrides(args),
                              vad=None if args.vad == "none" else args.vad,
                              formats=tuple(args.format.split(",")), threads=threads)
-    report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
-                       ray_address=args.ray, files_per_task=args.files_per_task,
-                       retry_failed=args.retry_failed, summary_path=args.summary,
-                       progress=not args.no_progress)
+    try:
+        report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
+                           ray_address=args.ray, files_per_task=args.files_per_task,
+                           retry_failed=args.retry_failed, summary_path=args.summary,
+                           progress=not args.no_progress)
+    except (ModelError, ConfigError) as exc:  # the model, LM or an option: before any file
+        raise UsageError(str(exc)) from exc
     wanted = {str(entry.path) for entry in inputs}
     rows = [row for row in read_summary(report.summary) if row["path"] in wanted]
     failed = [row for row in rows if row.get("status") == "error"]

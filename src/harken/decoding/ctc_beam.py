@@ -61,6 +61,8 @@ from harken.decoding.types import Alternative, Transcript, WordTokenizer
 from harken.decoding.greedy import check_log_probs, collapse_path, path_transcript
 from harken.errors import ConfigError
 from harken.decoding.lm import UNK, WORD_BOUNDARY, LMInfo, info_path, lm_vocabulary, read_lm_info
+from harken.decoding.lexicon_cache import cache_key as lexicon_key, load_lexicon
+from harken.decoding.lexicon_cache import make_lexicon, save_lexicon
 
 _IMPOSSIBLE = -1e9  # emission score of a token that cannot occur in a frame
 _WORD_START = "\u2581"  # SentencePiece's mark of a word's first piece
@@ -116,14 +118,25 @@ class Decoder:
             raise ConfigError(f"lm: {options.lm} is a character LM; it needs a character "
                               "tokenizer (use a token LM built with this tokenizer)")
 
-        self.words: list[str] = self._lexicon_words() if self.lexicon else []
+        # The lexicon of a word LM without hotwords or vocabulary is cached next to the LM
+        # (harken.decoding.lexicon_cache): the words, spellings and unigram scores of the trie.
+        cache_key = None
+        cached = None
+        if self.lexicon and options.lm and options.vocabulary is None and not options.hotwords:
+
+            cache_key = lexicon_key(options.lm, tokens, self.boundary_id)
+            cached = load_lexicon(options.lm, cache_key)
+        if cached is not None:
+            self.words: list[str] = cached.words
+        else:
+            self.words = self._lexicon_words() if self.lexicon else []
         entries = self.words + [UNK] if self.lexicon else self._token_lm_symbols()
         self._unk = len(self.words)
         self._lm = _load_kenlm(options.lm, tuple(entries)) if options.lm else None
         if options.lm and not self.lexicon:
             self._check_token_lm(entries)
         self._hotwords = _Hotwords.compile(options.hotwords, self) if options.hotwords else None
-        self._trie = self._build_trie() if self.lexicon else None
+        self._trie = self._build_trie(cached, cache_key) if self.lexicon else None
 
     # -- set-up ---------------------------------------------------------------------------
     def _use_lexicon(self) -> bool:
@@ -178,9 +191,17 @@ class Decoder:
             return None
         return ids + [self.boundary_id] if self.boundary_id is not None else ids
 
-    def _build_trie(self) -> Any:
+    def _build_trie(self, cached: Any = None, cache_key: str | None = None) -> Any:
+        """The lexicon trie: from `cached` (a `harken.decoding.lexicon_cache.Lexicon`), else from the
+        words, and then saved under `cache_key` when one is given."""
         fl = _flashlight()
         trie = fl.Trie(self._columns + 1, self._sil)
+        if cached is not None:
+            for spelling, label, score in zip(cached.spellings(), cached.labels.tolist(),
+                                              cached.scores.tolist()):
+                trie.insert(spelling, label, score)
+            trie.smear(fl.SmearingMode.MAX)
+            return trie
         lm = self._new_lm()
         start = lm.start(True)  # unigram context: the trie's look-ahead scores
         spelled = {}
@@ -191,12 +212,18 @@ class Decoder:
         if self.boundary_id is None:  # see the module docstring: the last piece may repeat
             for spelling, label in list(spelled.items()):
                 spelled.setdefault(spelling + spelling[-1:], label)
+        scores = []
         for spelling, label in spelled.items():
-            trie.insert(list(spelling), label, lm.score(start, label)[1])
+            score = lm.score(start, label)[1]
+            scores.append(score)
+            trie.insert(list(spelling), label, score)
         if not spelled:
             raise ConfigError("lexicon decoding: the tokenizer can spell none of the lexicon's "
                               "words")
         trie.smear(fl.SmearingMode.MAX)
+        if cache_key is not None:
+
+            save_lexicon(self.options.lm, cache_key, make_lexicon(self.words, spelled, scores))
         return trie
 
     def _new_lm(self) -> Any:

@@ -42,9 +42,10 @@ import numpy as np
 
 from harken.errors import ConfigError, ModelError, require
 from harken.interop.onnx_network import INPUT_NAMES, OUTPUT_NAMES, OnnxNetwork
-from harken.modelfile import CONFIG_FILE, sha256_file
+from harken.modelfile import CONFIG_FILE, LM_INFO_SUFFIX, carry_language_model, sha256_file
 from harken.interop.onnx_stream import INT8_STREAM_FILE, STREAM_FILE, can_export_stream, export_stream_step
 from harken.text import save_tokenizer
+from harken.interop.onnx_weights import quantize_weights
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +120,9 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
         stream_info = _export_stream(network, folder, opset, check, int8,
                                      INT8_OPS[architecture])
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
-        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+        decoding = carry_language_model(model, folder)
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                 if not p.name.endswith(LM_INFO_SUFFIX)}
         export_info = {
             "format": "onnx",
             "opset": opset,
@@ -132,14 +135,17 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
             "vocab_size": int(network.vocab_size),
             "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
             "stream": stream_info,
+            "parameters": sum(int(p.numel()) for p in network.parameters()),
         }
         config = replace(model.config, tokenizer=tokenizer_config, files=files,
-                         export=export_info)  # type: ignore[call-arg]
+                         decoding=decoding, export=export_info)  # type: ignore[call-arg]
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
         if out.exists():
             os.replace(out, Path(tmp) / "old")
         os.replace(folder, out)
     return out
+
+
 
 
 def _export_network(network: torch.nn.Module, path: Path, opset: int) -> None:
@@ -216,7 +222,9 @@ def valid_max_difference(a: np.ndarray, b: np.ndarray, lengths: np.ndarray) -> f
 
 def quantize_int8(source: str | os.PathLike, target: str | os.PathLike,
                   op_types: tuple[str, ...] = ("MatMul", "Gemm")) -> Path:
-    """Dynamically quantise the weights of `op_types` in the ONNX file `source` to int8."""
+    """Dynamically quantise the weights of `op_types` in the ONNX file `source` to int8, and
+    store the recurrent and convolution weights as int8 (`harken.interop.onnx_weights`: float32
+    compute, a quarter of the size)."""
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -229,6 +237,8 @@ def quantize_int8(source: str | os.PathLike, target: str | os.PathLike,
                          weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
+
+    quantize_weights(target, target)
     return Path(target)
 
 

@@ -44,6 +44,7 @@ from harken.audio import load_audio
 from harken.features import FeatureConfig, LogMel
 from harken.modelfile import CONFIG_FILE, ModelConfig, sha256_file
 from harken.text import load_tokenizer, save_tokenizer
+from harken.modelfile import LM_INFO_SUFFIX, carry_language_model
 
 GRAPHS = ("encoder.onnx", "predictor.onnx", "joint.onnx")
 OPSET = 17
@@ -143,14 +144,16 @@ def export_transducer_onnx(model: Any, out_dir: str | os.PathLike, opset: int = 
         if check:
             check_export(network, folder)
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
-        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+        decoding = carry_language_model(model, folder)
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                 if not p.name.endswith(LM_INFO_SUFFIX)}
         export_info = {"format": "onnx-transducer", "opset": opset, "graphs": list(GRAPHS),
                        "predictor_state": names, "subsampling": int(network.subsampling),
                        "joint_dim": int(network.config.joint_dim),
                        "vocab_size": int(network.vocab_size),
                        "exporter": f"torch {torch.__version__} (TorchScript-based)"}
         config = replace(model.config, tokenizer=tokenizer_config, files=files,
-                         export=export_info)
+                         decoding=decoding, export=export_info)
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
         if out.exists():
             os.replace(out, Path(tmp) / "old")

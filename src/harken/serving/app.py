@@ -775,5 +775,32 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
 
 
 
+def bind_socket(host: str, port: int) -> Any:
+    """A listening TCP socket on `host`:`port` (0: a free port), as uvicorn binds it; a port in
+    use or an address that is not this machine's is a `HarkenError` saying so."""
+    import errno
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+    except socket.gaierror as exc:
+        raise HarkenError(f"serve: cannot resolve --host {host!r} ({exc})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise HarkenError(f"serve: port {port} on {host} is already in use (another "
+                              "server?); choose another with --port") from None
+        raise HarkenError(f"serve: cannot listen on {host}:{port} ({exc.strerror or exc})"
+                          ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 __all__ = ["Batcher", "Metrics", "ServerConfig", "create_app", "prompt_hotwords",
            "register_serve_command", "verbose_json"]

@@ -33,20 +33,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from harken.decoding.options import requested_options
-from harken.errors import ConfigError, HarkenError, ManifestError, require
+from harken.errors import ConfigError, HarkenError, require
 from harken.transcribe import (atomic_write_text, expand_inputs, format_transcript, FORMATS,
-                               transcribe_files)
-from harken.audio import is_audio_file
+                               is_manifest, transcribe_files)
 from harken.model import load_model
-from harken.training.manifests import AUDIO_KEYS
+from harken.training.manifests import read_audio_list
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.jsonl"
 # Consecutive input files that one worker transcribes together (sharing network batches).
 FILES_PER_TASK = 8
-# Inputs with these suffixes are lists of audio files: JSONL/CSV manifests or one path a line.
-MANIFEST_SUFFIXES = (".jsonl", ".csv", ".txt", ".lst")
 # Without a terminal, a progress line is printed at most this often.
 PROGRESS_SECONDS = 10.0
 # Tasks queued per worker ahead of the one being consumed (keeps every worker busy).
@@ -111,7 +108,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[BatchInput]
         path = Path(item)
         if path.is_dir():
             items += [BatchInput(p.resolve(), _name_under(p, path)) for p in expand_inputs([path])]
-        elif path.suffix.lower() in MANIFEST_SUFFIXES and not is_audio_file(path):
+        elif is_manifest(path):
             items += [BatchInput(p, _name_under(p, path.parent.resolve()))
                       for p in read_audio_list(path)]
         else:
@@ -134,52 +131,6 @@ def _name_under(path: Path, root: Path) -> str:
     return relative.with_suffix("").as_posix()
 
 
-def read_audio_list(manifest: str | os.PathLike[str]) -> list[Path]:
-    """Audio paths of a manifest: harken/NeMo JSONL ("audio" or "audio_filepath"), DeepSpeech
-    CSV (`wav_filename`) or a text file with one path a line. Relative paths are resolved
-    against the manifest's folder; a path listed twice is kept once. Transcripts are not needed.
-    """
-    import csv
-
-    manifest = Path(manifest)
-    base = manifest.resolve().parent
-    try:
-        lines = manifest.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{manifest}: cannot read the list of audio files ({exc})") from exc
-    paths: dict[Path, None] = {}
-    column: int | None = None
-    for lineno, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        if manifest.suffix.lower() == ".csv":
-            row = next(csv.reader([line]))
-            if column is None:
-                if "wav_filename" not in row:
-                    raise ManifestError(f"{manifest}, line {lineno}: expected a CSV header "
-                                        f"naming wav_filename, got {line!r}")
-                column = row.index("wav_filename")
-                continue
-            if column >= len(row) or not row[column]:
-                raise ManifestError(f"{manifest}, line {lineno}: no wav_filename value")
-            audio = row[column]
-        elif manifest.suffix.lower() == ".jsonl":
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{manifest}, line {lineno}: not valid JSON ({exc.msg})") from None
-            key = next((k for k in AUDIO_KEYS if isinstance(obj, dict) and k in obj), None)
-            if key is None or not isinstance(obj[key], str) or not obj[key]:
-                raise ManifestError(f"{manifest}, line {lineno}: expected an object with an "
-                                    f"audio path ({' or '.join(AUDIO_KEYS)})")
-            audio = obj[key]
-        else:
-            audio = line
-        paths[Path(os.path.normpath(base / audio))] = None
-    if not paths:
-        raise ManifestError(f"{manifest}: lists no audio files")
-    return list(paths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +153,9 @@ class Transcriber:
         self.settings = settings
         self.model = load_model(settings.model, device=settings.device, backend=settings.backend)
         self.options = requested_options(self.model, settings.decode)
+        # The LM is loaded now (and cached for the files): one that cannot be used stops the
+        # job with one error instead of failing every file.
+        self.model.decoder(self.options)
 
     def __call__(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         start = time.perf_counter()
@@ -556,7 +510,6 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
 
 
 

@@ -252,3 +252,53 @@ def load_utterance(utterance: Utterance, sample_rate: int | None = None) -> np.n
 
 # Durations measured from the files, by path: a sampler built every epoch measures nothing twice.
 _file_durations: dict[Path, float] = {}
+
+
+# Inputs with these suffixes are lists of audio files: JSONL/CSV manifests or one path a line.
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".txt", ".lst")
+
+
+def read_audio_list(manifest: str | os.PathLike[str]) -> list[Path]:
+    """Audio paths of a manifest: harken/NeMo JSONL ("audio" or "audio_filepath"), DeepSpeech
+    CSV (`wav_filename`) or a text file with one path a line. Relative paths are resolved
+    against the manifest's folder; a path listed twice is kept once. Transcripts are not needed.
+    """
+    manifest = Path(manifest)
+    base = manifest.resolve().parent
+    try:
+        lines = manifest.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{manifest}: cannot read the list of audio files ({exc})") from exc
+    paths: dict[Path, None] = {}
+    column: int | None = None
+    for lineno, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if manifest.suffix.lower() == ".csv":
+            row = next(csv.reader([line]))
+            if column is None:
+                if "wav_filename" not in row:
+                    raise ManifestError(f"{manifest}, line {lineno}: expected a CSV header "
+                                        f"naming wav_filename, got {line!r}")
+                column = row.index("wav_filename")
+                continue
+            if column >= len(row) or not row[column]:
+                raise ManifestError(f"{manifest}, line {lineno}: no wav_filename value")
+            audio = row[column]
+        elif manifest.suffix.lower() == ".jsonl":
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{manifest}, line {lineno}: not valid JSON ({exc.msg})") from None
+            key = next((k for k in AUDIO_KEYS if isinstance(obj, dict) and k in obj), None)
+            if key is None or not isinstance(obj[key], str) or not obj[key]:
+                raise ManifestError(f"{manifest}, line {lineno}: expected an object with an "
+                                    f"audio path ({' or '.join(AUDIO_KEYS)})")
+            audio = obj[key]
+        else:
+            audio = line
+        paths[Path(os.path.normpath(base / audio))] = None
+    if not paths:
+        raise ManifestError(f"{manifest}: lists no audio files")
+    return list(paths)
