@@ -231,31 +231,7 @@ def test_lm_tune_does_not_store_weights_worse_than_greedy(tiny, tmp_path, capsys
     assert (tiny / "tiny.lm.json").read_text() == info_before
 
 
-# -- start-up ------------------------------------------------------------------------------------
-
-def test_listed_commands_match_what_their_modules_register():
-    from harken.cli import build_parser
-
-    assert build_parser(None).format_help() == build_parser().format_help()
-    for command in ("lm", "serve", "models", "transcribe"):
-        assert build_parser(command).format_help() == build_parser().format_help()
-
-
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["transcribe", "--help"]])
-def test_help_and_version_do_not_import_torch(argv):
-    import subprocess
-
-    code = ("import sys\n"
-            "from harken.cli import main\n"
-            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert done.stderr == "no torch\n"
-    if argv == ["--help"]:  # every command is listed, the optional ones too
-        listed = {line.split()[0] for line in done.stdout.splitlines()[-13:]}
-        assert {"transcribe", "lm", "data", "export", "import", "serve"} <= listed
-
+# -- start-up (harken --help without torch: tests/test_architecture.py) ---------------------------
 
 def test_the_lexicon_is_cached_next_to_the_lm_and_decodes_the_same(tiny, tmp_path):
     from harken.decoding.ctc_beam import Decoder
