@@ -338,6 +338,7 @@ GREEDY = DecodeOptions(beam_width=1)
 _DECODERS: OrderedDict[tuple[Any, ...], "Decoder"] = OrderedDict()
 _DECODERS_LOCK = threading.Lock()
 _DECODER_CACHE_SIZE = 8
+_TRIE_CACHE_SIZE = 2  # of the cached decoders, at most this many with a lexicon trie of their own
 
 
 def get_decoder(tokenizer: WordTokenizer, options: DecodeOptions | None = None) -> "Decoder":
@@ -359,11 +360,20 @@ def get_decoder(tokenizer: WordTokenizer, options: DecodeOptions | None = None) 
         if decoder is not None:
             _DECODERS.move_to_end(key)
             return decoder
-    decoder = Decoder(tokenizer, options)
+    if options.hotwords:  # shares the LM (and mostly the lexicon) of the decoder without them
+        decoder = get_decoder(tokenizer, dataclasses.replace(options, hotwords={}))
+        decoder = decoder.with_hotwords(options.hotwords)
+    else:
+        decoder = Decoder(tokenizer, options)
     with _DECODERS_LOCK:
         _DECODERS[key] = decoder
+        _DECODERS.move_to_end(key)
         while len(_DECODERS) > _DECODER_CACHE_SIZE:
             _DECODERS.popitem(last=False)
+        # A lexicon trie holds every word's spelling (about 100 MB for 150 k words): few are kept.
+        owners = [k for k, d in _DECODERS.items() if getattr(d, "owns_trie", False)]
+        for old in owners[:-_TRIE_CACHE_SIZE]:
+            del _DECODERS[old]
     return decoder
 
 
