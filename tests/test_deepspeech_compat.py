@@ -101,8 +101,13 @@ def test_stream_matches_stt_and_is_invalid_after_finish(model_path: Path,
     middle = stream.intermediateDecodeWithMetadata()
     assert "".join(t.text for t in middle.transcripts[0].tokens) == partials[-1]
     assert stream.finishStream() == ds.stt(audio)
-    with pytest.raises(RuntimeError, match="Stream object is not valid"):
-        stream.feedAudioContent(audio[:100])
+    for call, action in ((lambda: stream.feedAudioContent(audio[:100]), "feed"),
+                         (stream.intermediateDecode, "decode"),
+                         (stream.intermediateDecodeWithMetadata, "decode"),
+                         (stream.finishStream, "finish"), (stream.freeStream, "free")):
+        with pytest.raises(RuntimeError, match=f"^Stream object is not valid. Trying to "
+                                               f"{action} an already finished stream\\?$"):
+            call()
     other = ds.createStream()
     other.feedAudioContent(audio)
     metadata = other.finishStreamWithMetadata(1)
@@ -132,14 +137,16 @@ def test_errors_as_deepspeech_raises_them(model_path: Path, tmp_path: Path,
     ds.enableExternalScorer(str(scorer))
     assert ds.setScorerAlphaBeta(0.5, 1.0) == 0
     ds.addHotWord("she", 4.0)
-    with pytest.raises(RuntimeError, match=r"'Failed to insert hotword into decoder.' "
-                                           r"\(0x3008\)"):
+    with pytest.raises(RuntimeError, match=r"^AddHotWord failed with 'Could not insert "
+                                           r"hot-word.' \(0x3008\)$"):
         ds.addHotWord("she", 2.0)
     ds.eraseHotWord("she")
-    with pytest.raises(RuntimeError, match=r"'Failed to erase hotword.' \(0x3010\)"):
+    with pytest.raises(RuntimeError, match=r"^EraseHotWord failed with 'Could not erase "
+                                           r"hot-word.' \(0x3010\)$"):
         ds.eraseHotWord("she")
     ds.clearHotWords()
     assert ds.disableExternalScorer() == 0
+    assert ds.disableExternalScorer() == 0x2004  # DS_ERR_SCORER_NOT_ENABLED, as DeepSpeech
 
 
 def test_scorer_and_hot_words_steer_the_words(model_path: Path, audio: np.ndarray,
@@ -192,3 +199,35 @@ def test_deepspeech_client_usage(model_path: Path, scorer: Path, capsys: pytest.
     printed = capsys.readouterr().out.strip()
     assert printed == " ".join(w["word"] for w in words)
     assert all(w["duration"] >= 0 for w in words)
+
+
+def test_candidates_have_their_own_timings(model_path: Path, audio: np.ndarray) -> None:
+    """N-best candidates of `sttWithMetadata`, `finishStreamWithMetadata` and
+    `intermediateDecodeWithMetadata`: up to n, distinct, each timed by its own alignment."""
+    ds = Model(str(model_path))
+    ds.setBeamWidth(16)
+    result = ds.sttWithMetadata(audio, 4)
+    texts = ["".join(t.text for t in c.tokens) for c in result.transcripts]
+    assert 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
+    for candidate in result.transcripts:
+        starts = [t.start_time for t in candidate.tokens if t.text != " "]
+        assert starts == sorted(starts)
+    timings = {tuple(t.start_time for t in c.tokens) for c in result.transcripts}
+    assert len(timings) > 1  # not every candidate reuses the best one's times
+    stream = ds.createStream()
+    stream.feedAudioContent(audio)
+    final = stream.finishStreamWithMetadata(4)
+    assert ["".join(t.text for t in c.tokens) for c in final.transcripts] == texts
+
+
+def test_intermediate_candidates_of_a_streaming_model() -> None:
+    ds = Model("en-small")  # the bundled model streams step by step (partials as it goes)
+    with wave.open(str(ROOT / "examples" / "stella.wav"), "rb") as fin:
+        audio = np.frombuffer(fin.readframes(fin.getnframes()), np.int16)
+    stream = ds.createStream()
+    stream.feedAudioContent(audio[: len(audio) // 2])
+    middle = stream.intermediateDecodeWithMetadata(3)
+    texts = ["".join(t.text for t in c.tokens) for c in middle.transcripts]
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+    assert texts[0] == stream.intermediateDecode() != ""
+    assert len(stream.intermediateDecodeWithMetadata(1).transcripts) == 1

@@ -47,6 +47,7 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ _WORD_START = "\u2581"  # SentencePiece's mark of a word's first piece
 # Streams commit their oldest frames once this many are undecided, keeping the last
 # STREAM_LOOK_BACK frames open (bounded memory for long audio).
 STREAM_COMMIT_FRAMES = 3000
+_TRIE_BUILDS = threading.Lock()
 # Word labels kept for hotword words outside a lexicon (the LM reads them as unknown words).
 HOTWORD_LABELS = 512
 STREAM_LOOK_BACK = 500
@@ -167,12 +169,14 @@ class Decoder:
             words = lm_vocabulary(self.options.lm)  # type: ignore[arg-type]
         return list(dict.fromkeys(w for w in words if w))
 
-    def with_hotwords(self, hotwords: Any) -> "Decoder":
-        """This decoder with other hotwords, sharing its LM, and its lexicon trie unless a
-        hotword has a word outside the lexicon (then only the trie is rebuilt)."""
+    def with_hotwords(self, hotwords: Any, nbest: int | None = None) -> "Decoder":
+        """This decoder with other hotwords (and N-best length), sharing its LM, and its
+        lexicon trie unless a hotword has a word outside the lexicon (then only the trie is
+        rebuilt)."""
         base = self._base
         other = copy.copy(base)
-        other.options = dataclasses.replace(base.options, hotwords=dict(hotwords))
+        other.options = dataclasses.replace(base.options, hotwords=dict(hotwords),
+                                            nbest=nbest or self.options.nbest)
         other._use_hotwords(other.options.hotwords)
         return other
 
@@ -201,7 +205,8 @@ class Decoder:
             spelled = dict(base._spelled)
             for word in extra:
                 spelled.update(self._spellings([word], self._labels[word]))
-            self._trie, self.owns_trie = self._build_trie(spelled), True
+            with _TRIE_BUILDS:  # one at a time: each holds every word's spelling
+                self._trie, self.owns_trie = self._build_trie(spelled), True
 
     def _lm_scale(self) -> float:
         """The weight of natural-log LM scores, for flashlight's log10 ones."""
@@ -443,8 +448,9 @@ class DecoderStream:
         if self._open_frames > STREAM_COMMIT_FRAMES:
             self._commit()
 
-    def partial(self) -> Transcript:
-        """The best transcript of the frames fed so far (words may still change)."""
+    def partial(self, nbest: int = 1) -> Transcript:
+        """The best transcript of the frames fed so far (words may still change), with up to
+        `nbest` alternatives (when `nbest` > 1), each with its own words."""
         if self._done:
             raise RuntimeError("this stream is finished")
         # The best hypothesis of the current frame with its whole path, the word being spelled
@@ -454,7 +460,11 @@ class DecoderStream:
         if not hypotheses:
             return self._transcript([], 0.0, [])
         best = max(hypotheses, key=lambda h: h.score)
-        return self._transcript(list(best.tokens), best.score, [])
+        alternatives = []
+        if nbest > 1:
+            ranked = sorted(hypotheses, key=lambda h: -h.score)
+            alternatives = self._alternatives(ranked, nbest)
+        return self._transcript(list(best.tokens), best.score, alternatives)
 
     def finish(self) -> Transcript:
         """Finish the utterance (the LM scores the sentence end) and return its transcript,
@@ -509,17 +519,30 @@ class DecoderStream:
         transcript.alternatives = alternatives
         return transcript
 
-    def _alternatives(self, results: Sequence[Any]) -> list[Alternative]:
+    def _alternatives(self, results: Sequence[Any], nbest: int | None = None
+                      ) -> list[Alternative]:
+        """The first `nbest` distinct texts of `results` (best first), each with the words
+        and times of its own alignment."""
+        nbest = nbest or self.decoder.options.nbest
         frames = self._open_frames
-        prefix = np.concatenate(self._committed) if self._committed else np.zeros(0, np.int64)
+        emissions = (np.concatenate(self._open) if self._open
+                     else np.zeros((0, self.decoder._columns), np.float32))
         seen: dict[str, Alternative] = {}
         for result in results:
-            path = np.concatenate([prefix, self._path(list(result.tokens), frames)])
-            text = self.decoder._text(path)
-            if text not in seen:
-                seen[text] = Alternative(text=text, score=float(result.score),
-                                         acoustic_score=float(result.emittingModelScore))
-                if len(seen) == self.decoder.options.nbest:
+            path = self._path(list(result.tokens), frames)
+            if len(path) < frames:
+                path = np.concatenate([path, np.full(frames - len(path),
+                                                     self.decoder.tokenizer.blank_id, np.int64)])
+            scores = emissions[np.arange(frames), path]
+            aligned = path_transcript(np.concatenate(self._committed + [path]),
+                                      np.concatenate(self._committed_scores + [scores]),
+                                      self.decoder.tokenizer, self.frame_seconds,
+                                      time_offset=self.time_offset)
+            if aligned.text not in seen:
+                seen[aligned.text] = Alternative(
+                    text=aligned.text, score=float(result.score),
+                    acoustic_score=float(result.emittingModelScore), words=aligned.words)
+                if len(seen) == nbest:
                     break
         return list(seen.values())
 

@@ -68,11 +68,13 @@ class Segment:
 
 @dataclass
 class Alternative:
-    """One entry of a beam search's N-best list: its text and scores (natural log)."""
+    """One entry of a beam search's N-best list: its text, scores (natural log) and its own
+    words with their times (from its own alignment)."""
 
     text: str
     score: float
     acoustic_score: float = 0.0
+    words: list[Word] = field(default_factory=list)
 
 
 @dataclass
@@ -360,9 +362,10 @@ def get_decoder(tokenizer: WordTokenizer, options: DecodeOptions | None = None) 
         if decoder is not None:
             _DECODERS.move_to_end(key)
             return decoder
-    if options.hotwords:  # shares the LM (and mostly the lexicon) of the decoder without them
-        decoder = get_decoder(tokenizer, dataclasses.replace(options, hotwords={}))
-        decoder = decoder.with_hotwords(options.hotwords)
+    if options.hotwords or options.nbest > 1:  # shares the LM (and mostly the lexicon) of
+        # the decoder without them
+        decoder = get_decoder(tokenizer, dataclasses.replace(options, hotwords={}, nbest=1))
+        decoder = decoder.with_hotwords(options.hotwords, options.nbest)
     else:
         decoder = Decoder(tokenizer, options)
     with _DECODERS_LOCK:

@@ -144,6 +144,55 @@ async def transcribe_pieces(service: Any, data: bytes, filename: str, overrides:
     service.metrics.audio_seconds.labels("/v1/audio/transcriptions").inc(seconds)
 
 
+def form_overrides(form: Any, service: Any) -> dict[str, Any]:
+    """Decoding overrides of a request's form: the prompt's rare words, then the explicit
+    `hotwords` field."""
+    from harken.server import prompt_hotwords
+
+    hotwords = prompt_bias(form.get("prompt"), service.model.tokenizer.normalizer)
+    hotwords.update(prompt_hotwords(form.get("hotwords")))
+    return service.decode_overrides(hotwords)  # type: ignore[no-any-return]
+
+
+def form_language(form: Any, model: Any) -> str:
+    """The form's `language`, checked (a 400 `unsupported_language` otherwise)."""
+    from harken.server import RequestError
+
+    try:
+        return check_language(form.get("language"), model)
+    except ValueError as exc:
+        raise RequestError(400, str(exc), "unsupported_language", "language") from None
+
+
+async def streamed_transcription(service: Any, form: Any, data: bytes, name: str,
+                                 overrides: dict[str, Any]) -> Any:
+    """The `text/event-stream` answer when the form asks for `stream=true`, else None."""
+    from fastapi.responses import StreamingResponse
+
+    from harken.server import RequestError
+
+    try:
+        if not stream_requested(form.get("stream")):
+            return None
+    except ValueError as exc:
+        raise RequestError(400, str(exc), "bad_request", "stream") from None
+    response_format = form.get("response_format") or "json"
+    if response_format not in ("json", "text"):
+        raise RequestError(400, f"stream=true gives text events; response_format "
+                           f"{response_format!r} cannot be streamed (use json or text)",
+                           "bad_request", "response_format")
+    pieces = transcribe_pieces(service, data, name, overrides, service.config.max_audio_seconds)
+    first = await anext(pieces, None)  # errors in the upload are answered before the stream
+
+    async def all_pieces() -> AsyncIterator[str]:
+        if first is not None:
+            yield first
+            async for piece in pieces:
+                yield piece
+
+    return StreamingResponse(text_events(all_pieces()), media_type="text/event-stream")
+
+
 def openai_routes(service: Any, transcriptions: Any) -> list[tuple[str, Any, list[str]]]:
     """(path, endpoint, methods) of `GET /v1/models/{id}` and `POST /v1/audio/translations`;
     `transcriptions(request, task)` is the transcription endpoint."""
