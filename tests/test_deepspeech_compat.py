@@ -6,6 +6,7 @@ random weights, but deterministic transcripts to compare the API's answers with 
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -231,3 +232,32 @@ def test_intermediate_candidates_of_a_streaming_model() -> None:
     assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
     assert texts[0] == stream.intermediateDecode() != ""
     assert len(stream.intermediateDecodeWithMetadata(1).transcripts) == 1
+
+
+def test_deepspeech_console_script(model_path: Path, scorer: Path, audio: np.ndarray,
+                                   capsys: pytest.CaptureFixture) -> None:
+    """`deepspeech` with the 0.9.3 client's flags; DeepSpeech file names name harken files."""
+    from harken.compat.deepspeech_client import main, model_alias, scorer_alias
+
+    graph = str(model_path.with_suffix(".pbmm"))  # conformer.pbmm -> conformer.harken
+    lm = str(scorer.with_suffix(".scorer"))  # lm.scorer -> lm.arpa
+    assert model_alias(graph) == str(model_path) and scorer_alias(lm) == str(scorer)
+    assert model_alias("en-small.pbmm") == "en-small"
+    ds = Model(str(model_path))
+    ds.setBeamWidth(8)
+    ds.enableExternalScorer(str(scorer))
+    ds.addHotWord("sew", 2.0)
+    assert main(["--model", graph, "--scorer", lm, "--audio", str(CLIP), "--beam_width", "8",
+                 "--hot_words", "sew:2"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == ds.stt(audio)
+    assert "Running inference." in out.err
+    assert main(["--model", graph, "--audio", str(CLIP), "--json",
+                 "--candidate_transcripts", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 1 <= len(result["transcripts"]) <= 2
+    assert {"word", "start_time", "duration"} <= set(result["transcripts"][0]["words"][0])
+    assert main(["--model", graph, "--audio", str(CLIP), "--extended"]) == 0
+    assert capsys.readouterr().out.strip() == Model(str(model_path)).stt(audio)
+    assert main(["--model", "missing.pbmm", "--audio", str(CLIP)]) == 1
+    assert "CreateModel failed with 'Missing model information.'" in capsys.readouterr().err
