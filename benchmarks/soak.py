@@ -10,6 +10,12 @@ Starts `harken serve` on a free loopback port (a subprocess: its memory is its o
 - `--rest` clients loop on `POST /v1/audio/transcriptions` of a short clip, and every tenth
   request sends a broken file (which must get a 400, not an error).
 
+With `--hostile`, a burst of hostile traffic follows (malformed uploads, broken and deeply
+nested stream messages, 40 simultaneous short streams, a 20 MB frame, an enormous hotword map,
+streams and uploads that each bring new hotwords or prompt words), and the report adds the RSS
+before the burst, right after it and once the streams have closed, each over the warm baseline
+(goals: under 1.5x after the burst, back near the baseline once settled).
+
 Every `--sample` seconds it records the server's RSS (/proc) and the internal-error count from
 /metrics. Reports sessions, aborts, requests, errors, and RSS growth after the warm-up (the
 first `--warmup` fraction of the run): the goal is zero errors and growth under 5%.
@@ -173,6 +179,64 @@ async def soak(server: ServerProcess, args: argparse.Namespace, pcm: bytes, clip
     }
 
 
+async def hostile_burst(server: ServerProcess, pcm: bytes, clip: bytes) -> dict:
+    """About 80 hostile requests and sessions at once; the errors they got, by kind."""
+    import httpx
+    import websockets
+
+    url = server.base.replace("http", "ws") + "/v1/stream"
+    answers: dict = {}
+
+    async def stream(messages: list) -> None:
+        try:
+            async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
+                for message in messages:
+                    await ws.send(message)
+                async for reply in ws:
+                    kind = json.loads(reply).get("code") or json.loads(reply)["type"]
+                    answers[kind] = answers.get(kind, 0) + 1
+                    if kind not in ("ready", "partial", "final"):
+                        break
+        except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as exc:
+            answers[type(exc).__name__] = answers.get(type(exc).__name__, 0) + 1
+
+    async def upload(client, data: bytes, **fields) -> None:
+        try:
+            reply = await client.post(server.base + "/v1/audio/transcriptions",
+                                      files={"file": ("x.wav", data)}, data=fields)
+            answers[reply.status_code] = answers.get(reply.status_code, 0) + 1
+        except httpx.HTTPError as exc:
+            answers[type(exc).__name__] = answers.get(type(exc).__name__, 0) + 1
+
+    end = json.dumps({"type": "end"})
+    short = [pcm[i: i + 3200] for i in range(0, 3 * 32000, 3200)]
+    sessions = [["[" * 50_000 + "]" * 50_000], ['{"type": "config"'], [b"\x00" * (20 << 20)],
+                [json.dumps({"hotwords": {f"w{i}": 1.0 for i in range(20_000)}})]]
+    sessions += [[json.dumps({"hotwords": {f"zorb{i}qx": 5.0, f"klem{i}vor": 3.0}}), *short, end]
+                 for i in range(8)]
+    sessions += [[json.dumps({}), *short[: 1 + i % 5], end] for i in range(40)]
+    sessions += [[json.dumps({}), *short[:3]] for _ in range(6)]  # dropped without an end
+    async with httpx.AsyncClient(timeout=300) as client:
+        uploads = [upload(client, clip[: len(clip) // 3]) for _ in range(8)]
+        uploads += [upload(client, clip, prompt=f"Notes on Quorvath{i} and Belmintar{i}.")
+                    for i in range(6)]
+        await asyncio.gather(*(stream(m) for m in sessions), *uploads)
+    return answers
+
+
+async def hostile(server: ServerProcess, args: argparse.Namespace, pcm: bytes,
+                  clip: bytes, report: dict) -> None:
+    baseline = rss_mb(server)
+    answers = await hostile_burst(server, pcm, clip)
+    after = rss_mb(server)
+    await asyncio.sleep(15)  # the streams close, the server idles
+    settled = rss_mb(server)
+    report.update({"hostile_answers": {str(k): v for k, v in answers.items()},
+                   "rss_mb_before_burst": baseline, "rss_mb_after_burst": after,
+                   "rss_mb_settled": settled, "burst_ratio": round(after / baseline, 3),
+                   "settled_ratio": round(settled / baseline, 3)})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model path or bundled name (default: en-small)")
@@ -189,6 +253,8 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--max-stream-batch", type=int, default=32)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--hostile", action="store_true",
+                        help="then a burst of hostile traffic, with RSS before and after")
     args = parser.parse_args()
 
     import soundfile as sf
@@ -202,6 +268,8 @@ def main() -> int:
         try:
             server.wait_ready()
             report = asyncio.run(soak(server, args, pcm, buffer.getvalue()))
+            if args.hostile:
+                asyncio.run(hostile(server, args, pcm, buffer.getvalue(), report))
         finally:
             server.stop()
     summary = {k: v for k, v in report.items() if k != "samples"}
@@ -211,6 +279,11 @@ def main() -> int:
     failed = (report["stream_errors"] or report["rest_errors"] or report["server_internal_errors"]
               or report["open_streams_after"] or report["rss_growth"] >= RSS_GROWTH_GOAL)
     print("goal (zero errors, RSS growth < 5% after warm-up):", "missed" if failed else "met")
+    if args.hostile:
+        burst_failed = report["burst_ratio"] >= 1.5 or report["settled_ratio"] >= 1.1
+        print("goal (RSS under 1.5x the warm baseline after the burst, within 10% once settled):",
+              "missed" if burst_failed else "met")
+        failed = failed or burst_failed
     return 1 if failed else 0
 
 

@@ -6,6 +6,7 @@ random weights, but deterministic transcripts to compare the API's answers with 
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -101,8 +102,13 @@ def test_stream_matches_stt_and_is_invalid_after_finish(model_path: Path,
     middle = stream.intermediateDecodeWithMetadata()
     assert "".join(t.text for t in middle.transcripts[0].tokens) == partials[-1]
     assert stream.finishStream() == ds.stt(audio)
-    with pytest.raises(RuntimeError, match="Stream object is not valid"):
-        stream.feedAudioContent(audio[:100])
+    for call, action in ((lambda: stream.feedAudioContent(audio[:100]), "feed"),
+                         (stream.intermediateDecode, "decode"),
+                         (stream.intermediateDecodeWithMetadata, "decode"),
+                         (stream.finishStream, "finish"), (stream.freeStream, "free")):
+        with pytest.raises(RuntimeError, match=f"^Stream object is not valid. Trying to "
+                                               f"{action} an already finished stream\\?$"):
+            call()
     other = ds.createStream()
     other.feedAudioContent(audio)
     metadata = other.finishStreamWithMetadata(1)
@@ -132,14 +138,16 @@ def test_errors_as_deepspeech_raises_them(model_path: Path, tmp_path: Path,
     ds.enableExternalScorer(str(scorer))
     assert ds.setScorerAlphaBeta(0.5, 1.0) == 0
     ds.addHotWord("she", 4.0)
-    with pytest.raises(RuntimeError, match=r"'Failed to insert hotword into decoder.' "
-                                           r"\(0x3008\)"):
+    with pytest.raises(RuntimeError, match=r"^AddHotWord failed with 'Could not insert "
+                                           r"hot-word.' \(0x3008\)$"):
         ds.addHotWord("she", 2.0)
     ds.eraseHotWord("she")
-    with pytest.raises(RuntimeError, match=r"'Failed to erase hotword.' \(0x3010\)"):
+    with pytest.raises(RuntimeError, match=r"^EraseHotWord failed with 'Could not erase "
+                                           r"hot-word.' \(0x3010\)$"):
         ds.eraseHotWord("she")
     ds.clearHotWords()
     assert ds.disableExternalScorer() == 0
+    assert ds.disableExternalScorer() == 0x2004  # DS_ERR_SCORER_NOT_ENABLED, as DeepSpeech
 
 
 def test_scorer_and_hot_words_steer_the_words(model_path: Path, audio: np.ndarray,
@@ -192,3 +200,64 @@ def test_deepspeech_client_usage(model_path: Path, scorer: Path, capsys: pytest.
     printed = capsys.readouterr().out.strip()
     assert printed == " ".join(w["word"] for w in words)
     assert all(w["duration"] >= 0 for w in words)
+
+
+def test_candidates_have_their_own_timings(model_path: Path, audio: np.ndarray) -> None:
+    """N-best candidates of `sttWithMetadata`, `finishStreamWithMetadata` and
+    `intermediateDecodeWithMetadata`: up to n, distinct, each timed by its own alignment."""
+    ds = Model(str(model_path))
+    ds.setBeamWidth(16)
+    result = ds.sttWithMetadata(audio, 4)
+    texts = ["".join(t.text for t in c.tokens) for c in result.transcripts]
+    assert 2 <= len(texts) <= 4 and len(set(texts)) == len(texts)
+    for candidate in result.transcripts:
+        starts = [t.start_time for t in candidate.tokens if t.text != " "]
+        assert starts == sorted(starts)
+    timings = {tuple(t.start_time for t in c.tokens) for c in result.transcripts}
+    assert len(timings) > 1  # not every candidate reuses the best one's times
+    stream = ds.createStream()
+    stream.feedAudioContent(audio)
+    final = stream.finishStreamWithMetadata(4)
+    assert ["".join(t.text for t in c.tokens) for c in final.transcripts] == texts
+
+
+def test_intermediate_candidates_of_a_streaming_model() -> None:
+    ds = Model("en-small")  # the bundled model streams step by step (partials as it goes)
+    with wave.open(str(ROOT / "examples" / "stella.wav"), "rb") as fin:
+        audio = np.frombuffer(fin.readframes(fin.getnframes()), np.int16)
+    stream = ds.createStream()
+    stream.feedAudioContent(audio[: len(audio) // 2])
+    middle = stream.intermediateDecodeWithMetadata(3)
+    texts = ["".join(t.text for t in c.tokens) for c in middle.transcripts]
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+    assert texts[0] == stream.intermediateDecode() != ""
+    assert len(stream.intermediateDecodeWithMetadata(1).transcripts) == 1
+
+
+def test_deepspeech_console_script(model_path: Path, scorer: Path, audio: np.ndarray,
+                                   capsys: pytest.CaptureFixture) -> None:
+    """`deepspeech` with the 0.9.3 client's flags; DeepSpeech file names name harken files."""
+    from harken.compat.deepspeech_client import main, model_alias, scorer_alias
+
+    graph = str(model_path.with_suffix(".pbmm"))  # conformer.pbmm -> conformer.harken
+    lm = str(scorer.with_suffix(".scorer"))  # lm.scorer -> lm.arpa
+    assert model_alias(graph) == str(model_path) and scorer_alias(lm) == str(scorer)
+    assert model_alias("en-small.pbmm") == "en-small"
+    ds = Model(str(model_path))
+    ds.setBeamWidth(8)
+    ds.enableExternalScorer(str(scorer))
+    ds.addHotWord("sew", 2.0)
+    assert main(["--model", graph, "--scorer", lm, "--audio", str(CLIP), "--beam_width", "8",
+                 "--hot_words", "sew:2"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == ds.stt(audio)
+    assert "Running inference." in out.err
+    assert main(["--model", graph, "--audio", str(CLIP), "--json",
+                 "--candidate_transcripts", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 1 <= len(result["transcripts"]) <= 2
+    assert {"word", "start_time", "duration"} <= set(result["transcripts"][0]["words"][0])
+    assert main(["--model", graph, "--audio", str(CLIP), "--extended"]) == 0
+    assert capsys.readouterr().out.strip() == Model(str(model_path)).stt(audio)
+    assert main(["--model", "missing.pbmm", "--audio", str(CLIP)]) == 1
+    assert "CreateModel failed with 'Missing model information.'" in capsys.readouterr().err

@@ -29,7 +29,8 @@ httpx = pytest.importorskip("httpx")
 from harken.serving.jobs import JobStore  # noqa: E402
 from harken.model import Model, new_model  # noqa: E402
 from harken.serving.openai_api import PROMPT_WORD_BOOST, prompt_bias  # noqa: E402
-from harken.serving.app import create_app, prompt_hotwords  # noqa: E402
+from harken.serving.app import create_app
+from harken.serving.openai_api import prompt_hotwords
 from harken.serving.config import ServerConfig  # noqa: E402
 from harken.transcribe import format_transcript  # noqa: E402
 from harken.vad import EndpointConfig  # noqa: E402

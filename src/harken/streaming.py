@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 import numpy as np
 
 from harken.audio import pcm16_to_float
-from harken.decoding.types import Transcript, Word
 from harken.decoding.greedy import path_transcript
+from harken.decoding.types import Alternative, Transcript, Word
 from harken.errors import HarkenError
 from harken.features_np import STD_EPSILON, FeatureConfig
 from harken.vad import EndpointConfig, Endpointer
@@ -63,12 +63,14 @@ STREAM_OPTIONS = ("endpoint", "window_seconds", "context_seconds", "step")
 
 @dataclass
 class Partial:
-    """An intermediate result: `stable` words are not expected to change, `unstable` may."""
+    """An intermediate result: `stable` words are not expected to change, `unstable` may.
+    `alternatives`: the beam's N-best list so far (decoding options with `nbest` > 1)."""
 
     stable: str
     unstable: str
     words: list[Word] = field(default_factory=list)
     stable_words: int = 0
+    alternatives: list[Alternative] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -364,7 +366,7 @@ class _Beam:
             self._frames += len(log_probs)
 
     def result(self, tail: np.ndarray | None = None) -> Transcript:
-        return self._stream.partial()
+        return self._stream.partial(self._stream.decoder.options.nbest)
 
     def finish(self) -> Transcript:
         return self._stream.finish()
@@ -466,7 +468,8 @@ class Stream:
         words, n = self._keep_promises(words, len(stable))
         return Partial(stable=" ".join(w.word for w in words[:n]),
                        unstable=" ".join(w.word for w in words[n:]) if words
-                       else transcript.text, words=words, stable_words=n)
+                       else transcript.text, words=words, stable_words=n,
+                       alternatives=transcript.alternatives)
 
     def _keep_promises(self, words: list[Word], stable: int) -> tuple[list[Word], int]:
         """Partials of one utterance never retract a stable word and, once they showed text,

@@ -38,6 +38,8 @@ from harken.modelfile import bundled_models
 
 # DeepSpeech's time step: token timesteps count units of 20 ms.
 TIMESTEP_SECONDS = 0.02
+# Streams keep this many candidates for `*WithMetadata(num_results)`.
+STREAM_CANDIDATES = 16
 
 # DeepSpeech's error codes (native_client/deepspeech_errors) and their messages.
 ERR_NO_MODEL = 0x1000
@@ -54,11 +56,12 @@ _MESSAGES = {
     ERR_SCORER_NOT_ENABLED: "External scorer is not enabled.",
     ERR_SCORER_UNREADABLE: "Could not read scorer file.",
     ERR_FAIL_READ_PROTOBUF: "Error reading the proto buffer model file.",
-    ERR_FAIL_INSERT_HOTWORD: "Failed to insert hotword into decoder.",
-    ERR_FAIL_CLEAR_HOTWORD: "Failed to clear hotwords.",
-    ERR_FAIL_ERASE_HOTWORD: "Failed to erase hotword.",
+    ERR_FAIL_INSERT_HOTWORD: "Could not insert hot-word.",
+    ERR_FAIL_CLEAR_HOTWORD: "Could not clear hot-words.",
+    ERR_FAIL_ERASE_HOTWORD: "Could not erase hot-word.",
 }
-_INVALID_STREAM = "Stream object is not valid. Trying to feed an already finished stream?"
+# What DeepSpeech's Stream methods raise once the stream is finished or freed.
+_INVALID_STREAM = "Stream object is not valid. Trying to {} an already finished stream?"
 
 
 def _error(function: str, code: int, detail: str = "") -> RuntimeError:
@@ -156,7 +159,10 @@ class Model:
         self._scorer = path
 
     def disableExternalScorer(self) -> int:
-        """Decode without the scorer (hot-words are kept but unused); returns 0."""
+        """Decode without the scorer (hot-words are kept but unused); returns 0, or 0x2004
+        (DeepSpeech's DS_ERR_SCORER_NOT_ENABLED) when no scorer was enabled."""
+        if self._scorer is None:
+            return ERR_SCORER_NOT_ENABLED
         self._scorer = None
         return 0
 
@@ -172,7 +178,7 @@ class Model:
         if self._scorer is None:
             raise _error("AddHotWord", ERR_SCORER_NOT_ENABLED)
         if word in self._hotwords:
-            raise _error("AddHotWord", ERR_FAIL_INSERT_HOTWORD, f"{word!r} is already a hot-word")
+            raise _error("AddHotWord", ERR_FAIL_INSERT_HOTWORD)  # (DeepSpeech: a duplicate)
         self._hotwords[word] = float(boost)
 
     def eraseHotWord(self, word: str) -> None:
@@ -180,7 +186,7 @@ class Model:
         if self._scorer is None:
             raise _error("EraseHotWord", ERR_SCORER_NOT_ENABLED)
         if self._hotwords.pop(word, None) is None:
-            raise _error("EraseHotWord", ERR_FAIL_ERASE_HOTWORD, f"{word!r} is not a hot-word")
+            raise _error("EraseHotWord", ERR_FAIL_ERASE_HOTWORD)
 
     def clearHotWords(self) -> None:
         """Remove every hot-word."""
@@ -217,9 +223,9 @@ class Model:
         return self._model.transcribe(audio, self._options(num_results), vad=None)
 
     def _metadata(self, transcript: Transcript, num_results: int) -> Metadata:
-        candidates = [_candidate(transcript.text, transcript, transcript.score)]
+        candidates = [_candidate(transcript.text, transcript.words, transcript.score)]
         for alternative in transcript.alternatives[1:num_results]:
-            candidates.append(_candidate(alternative.text, transcript, alternative.score))
+            candidates.append(_candidate(alternative.text, alternative.words, alternative.score))
         return Metadata(tuple(candidates))
 
 
@@ -228,50 +234,63 @@ class Stream:
 
     def __init__(self, model: Model) -> None:
         self._owner = model
-        self._stream: Any = model.harken_model.stream(model._options(1))
+        # With the beam's whole N-best list, so that the metadata calls can return up to
+        # `num_results` candidates (`STREAM_CANDIDATES` at most).
+        self._stream: Any = model.harken_model.stream(
+            model._options(min(model._beam_width, STREAM_CANDIDATES)))
 
     def feedAudioContent(self, audio_buffer: np.ndarray) -> None:
         """Feed 16-bit mono samples at the model's sample rate."""
-        self._valid().feed(_pcm16(audio_buffer))
+        self._valid("feed").feed(_pcm16(audio_buffer))
 
     def intermediateDecode(self) -> str:
         """The transcript of the audio fed so far (the stream goes on)."""
-        return str(self._valid().partial().text)
+        return str(self._valid("decode").partial().text)
 
     def intermediateDecodeWithMetadata(self, num_results: int = 1) -> Metadata:
-        """The best transcript so far with character timings (one candidate)."""
-        partial = self._valid().partial()
-        transcript = Transcript(text=partial.text, words=list(partial.words))
-        return Metadata((_candidate(partial.text, transcript, 0.0),))
+        """The transcript so far with character timings: up to `num_results` candidates (the
+        shown partial first, then the beam's other hypotheses, each with its own timings)."""
+        partial = self._valid("decode").partial()
+        candidates = [_candidate(partial.text, partial.words, 0.0)]
+        seen = {partial.text}
+        for alternative in partial.alternatives:
+            if len(candidates) >= max(1, int(num_results)):
+                break
+            if alternative.text not in seen:
+                seen.add(alternative.text)
+                candidates.append(_candidate(alternative.text, alternative.words,
+                                             alternative.score))
+        if partial.alternatives:
+            candidates[0].confidence = float(partial.alternatives[0].score)
+        return Metadata(tuple(candidates))
 
     def finishStream(self) -> str:
         """The final transcript; the stream cannot be used afterwards."""
-        return self._finish().text
+        return self._finish("finish").text
 
     def finishStreamWithMetadata(self, num_results: int = 1) -> Metadata:
         """The final transcript with character timings; the stream cannot be used afterwards."""
-        return self._owner._metadata(self._finish(), num_results)
+        return self._owner._metadata(self._finish("finish"), num_results)
 
     def freeStream(self) -> None:
         """Discard the stream without decoding."""
-        self._valid()
+        self._valid("free")
         self._stream = None
 
-    def _finish(self) -> Transcript:
-        transcript: Transcript = self._valid().finish()
+    def _finish(self, action: str) -> Transcript:
+        transcript: Transcript = self._valid(action).finish()
         self._stream = None
         return transcript
 
-    def _valid(self) -> Any:
+    def _valid(self, action: str) -> Any:
         if self._stream is None:
-            raise RuntimeError(_INVALID_STREAM)
+            raise RuntimeError(_INVALID_STREAM.format(action))
         return self._stream
 
 
-def _candidate(text: str, aligned: Transcript, score: float) -> CandidateTranscript:
-    """Characters of `text` with times from `aligned`'s words: a word's characters spread
-    evenly over the word, a space at the time of the character before it."""
-    words = aligned.words
+def _candidate(text: str, words: list[Any], score: float) -> CandidateTranscript:
+    """Characters of `text` with times from its `words`: a word's characters spread evenly
+    over the word, a space at the time of the character before it."""
     tokens: list[TokenMetadata] = []
     for index, word in enumerate(text.split(" ") if text else []):
         timing = words[min(index, len(words) - 1)] if words else None

@@ -69,6 +69,9 @@ _WORD_START = "\u2581"  # SentencePiece's mark of a word's first piece
 # Streams commit their oldest frames once this many are undecided, keeping the last
 # STREAM_LOOK_BACK frames open (bounded memory for long audio).
 STREAM_COMMIT_FRAMES = 3000
+_TRIE_BUILDS = threading.Lock()
+# Word labels kept for hotword words outside a lexicon (the LM reads them as unknown words).
+HOTWORD_LABELS = 512
 STREAM_LOOK_BACK = 500
 
 
@@ -118,25 +121,46 @@ class Decoder:
             raise ConfigError(f"lm: {options.lm} is a character LM; it needs a character "
                               "tokenizer (use a token LM built with this tokenizer)")
 
+        # Lexicon words are labels 0..n-1, then the unknown word, then hotword words outside
+        # the lexicon (`HOTWORD_LABELS` of them at most, which the LM reads as unknown): the LM
+        # and the lexicon's trie do not depend on the hotwords, and are shared by the
+        # decoders that differ only in them (`with_hotwords`).
         # The lexicon of a word LM without hotwords or vocabulary is cached next to the LM
         # (harken.decoding.lexicon_cache): the words, spellings and unigram scores of the trie.
-        cache_key = None
-        cached = None
+        cache_key = cached = None
         if self.lexicon and options.lm and options.vocabulary is None and not options.hotwords:
-
             cache_key = lexicon_key(options.lm, tokens, self.boundary_id)
             cached = load_lexicon(options.lm, cache_key)
         if cached is not None:
             self.words: list[str] = cached.words
         else:
             self.words = self._lexicon_words() if self.lexicon else []
-        entries = self.words + [UNK] if self.lexicon else self._token_lm_symbols()
         self._unk = len(self.words)
+        self._labels = {w: i for i, w in enumerate(self.words)}
+        spare = [f"<hotword {i}>" for i in range(HOTWORD_LABELS)]
+        entries = self.words + [UNK] + spare if self.lexicon else self._token_lm_symbols()
         self._lm = _load_kenlm(options.lm, tuple(entries)) if options.lm else None
         if options.lm and not self.lexicon:
             self._check_token_lm(entries)
-        self._hotwords = _Hotwords.compile(options.hotwords, self) if options.hotwords else None
-        self._trie = self._build_trie(cached, cache_key) if self.lexicon else None
+        self._base = self  # the decoder without hotwords that this one shares LM and trie with
+        self._hotwords: _Hotwords | None = None
+        if cached is not None:
+            self._spelled = {tuple(s): label for s, label in zip(cached.spellings(),
+                                                                 cached.labels.tolist())}
+            self._unigrams = dict(zip(cached.labels.tolist(), cached.scores.tolist()))
+        else:
+            self._spelled = self._spellings(self.words) if self.lexicon else {}
+        self._trie = self._build_trie() if self.lexicon else None
+        if cache_key is not None and cached is None:
+            save_lexicon(options.lm, cache_key, make_lexicon(
+                self.words, self._spelled, [self._unigrams[label] for label in self._spelled.values()]))
+        self.owns_trie = self.lexicon  # (decoders with hotwords may share their base's)
+        if options.hotwords:
+            base = copy.copy(self)
+            base.options = dataclasses.replace(options, hotwords={})
+            base._base = base
+            self._base = base
+            self._use_hotwords(options.hotwords)
 
     # -- set-up ---------------------------------------------------------------------------
     def _use_lexicon(self) -> bool:
@@ -163,9 +187,50 @@ class Decoder:
                      for w in self.tokenizer.normalizer(entry).split()]
         else:
             words = lm_vocabulary(self.options.lm)  # type: ignore[arg-type]
-        for phrase in self.options.hotwords:
-            words.extend(self.tokenizer.normalizer(phrase).split())
         return list(dict.fromkeys(w for w in words if w))
+
+    def with_hotwords(self, hotwords: Any, nbest: int | None = None) -> "Decoder":
+        """This decoder with other hotwords (and N-best length), sharing its LM, and its
+        lexicon trie unless a hotword has a word outside the lexicon (then only the trie is
+        rebuilt)."""
+        base = self._base
+        other = copy.copy(base)
+        other.options = dataclasses.replace(base.options, hotwords=dict(hotwords),
+                                            nbest=nbest or self.options.nbest)
+        other._use_hotwords(other.options.hotwords)
+        return other
+
+    def _use_hotwords(self, hotwords: Any) -> None:
+        base = self._base
+        self.words, self._labels = base.words, base._labels
+        self._trie, self.owns_trie = base._trie, False
+        self._hotwords = None
+        if not hotwords:
+            return
+        extra: list[str] = []
+        if self.lexicon:
+            for phrase in hotwords:
+                extra.extend(w for w in self.tokenizer.normalizer(phrase).split()
+                             if w not in base._labels and w not in extra)
+            if len(extra) > HOTWORD_LABELS:
+                raise ConfigError(f"hotwords: at most {HOTWORD_LABELS} words outside the "
+                                  f"lexicon, got {len(extra)}")
+            if extra:
+                self.words = base.words + extra
+                self._labels = {**base._labels,
+                                **{w: self._unk + 1 + i for i, w in enumerate(extra)}}
+        self._hotwords = _Hotwords.compile(hotwords, self)
+        if self.lexicon and (extra or (self._lm is not None and self._lm_scale() == 0)):
+            # (with lm_weight 0 the trie's look-ahead scores are scaled differently)
+            spelled = dict(base._spelled)
+            for word in extra:
+                spelled.update(self._spellings([word], self._labels[word]))
+            with _TRIE_BUILDS:  # one at a time: each holds every word's spelling
+                self._trie, self.owns_trie = self._build_trie(spelled), True
+
+    def _lm_scale(self) -> float:
+        """The weight of natural-log LM scores, for flashlight's log10 ones."""
+        return self.lm_weight * math.log(10.0)
 
     def _token_lm_symbols(self) -> list[str]:
         """The LM word of each token (lexicon-free decoding), then the extra column's."""
@@ -191,39 +256,44 @@ class Decoder:
             return None
         return ids + [self.boundary_id] if self.boundary_id is not None else ids
 
-    def _build_trie(self, cached: Any = None, cache_key: str | None = None) -> Any:
-        """The lexicon trie: from `cached` (a `harken.decoding.lexicon_cache.Lexicon`), else from the
-        words, and then saved under `cache_key` when one is given."""
-        fl = _flashlight()
-        trie = fl.Trie(self._columns + 1, self._sil)
-        if cached is not None:
-            for spelling, label, score in zip(cached.spellings(), cached.labels.tolist(),
-                                              cached.scores.tolist()):
-                trie.insert(spelling, label, score)
-            trie.smear(fl.SmearingMode.MAX)
-            return trie
-        lm = self._new_lm()
-        start = lm.start(True)  # unigram context: the trie's look-ahead scores
-        spelled = {}
-        for label, word in enumerate(self.words):
+    def _spellings(self, words: Sequence[str], first_label: int = 0
+                   ) -> dict[tuple[int, ...], int]:
+        """{token spelling: word label} of the words the tokenizer can spell."""
+        spelled: dict[tuple[int, ...], int] = {}
+        for label, word in enumerate(words, first_label):
             spelling = self.spell(word)
             if spelling is not None:
-                spelled[tuple(spelling)] = label
+                spelled.setdefault(tuple(spelling), label)
         if self.boundary_id is None:  # see the module docstring: the last piece may repeat
             for spelling, label in list(spelled.items()):
                 spelled.setdefault(spelling + spelling[-1:], label)
-        scores = []
+        return spelled
+
+    def _build_trie(self, spelled: dict[tuple[int, ...], int] | None = None) -> Any:
+        """The lexicon trie of `spelled` (default: the lexicon's words), each word with its
+        unigram score as look-ahead; the base decoder's scores are computed once."""
+        fl = _flashlight()
+        spelled = self._spelled if spelled is None else spelled
+        trie = fl.Trie(self._columns + 1, self._sil)
+        lm = self._new_lm()
+        start = lm.start(True)  # unigram context: the trie's look-ahead scores
+        known = self._base.__dict__.get("_unigrams", {})
+        scale = 1.0 if self._hotwords is None or self._lm_scale() > 0 else 0.0
+        unigrams: dict[int, float] = {}
         for spelling, label in spelled.items():
-            score = lm.score(start, label)[1]
-            scores.append(score)
+            score = unigrams.get(label)
+            if score is None:
+                base_score = known.get(label)  # the base decoder's, or the cached lexicon's
+                score = (base_score * scale if base_score is not None
+                         else lm.score(start, label)[1])
+                unigrams[label] = score
             trie.insert(list(spelling), label, score)
+        if self._hotwords is None:
+            self._unigrams = unigrams
         if not spelled:
             raise ConfigError("lexicon decoding: the tokenizer can spell none of the lexicon's "
                               "words")
         trie.smear(fl.SmearingMode.MAX)
-        if cache_key is not None:
-
-            save_lexicon(self.options.lm, cache_key, make_lexicon(self.words, spelled, scores))
         return trie
 
     def _new_lm(self) -> Any:
@@ -231,14 +301,20 @@ class Decoder:
         fl = _flashlight()
         if self._hotwords is None:
             return self._lm if self._lm is not None else fl.ZeroLM()
-        return _boosted_lm_type()(self._lm, self.lm_weight * math.log(10.0), self._hotwords)
+        scale = self._lm_scale()
+        # LM scores stay in the units the decoder weights (so the shared trie's look-ahead
+        # scores fit); boosts are divided by the weight. A zero weight weights boosts only.
+        if scale > 0:
+            return _boosted_lm_type()(self._lm, 1.0, 1.0 / scale, self._hotwords)
+        return _boosted_lm_type()(self._lm, 0.0, 1.0, self._hotwords)
 
     def _new_search(self) -> Any:
         """A flashlight decoder for one utterance (it holds that utterance's beam)."""
         fl = _flashlight()
         o = self.options
-        # With hotwords, BoostedLM applies the weight itself, so the boosts do not scale.
-        weight = 1.0 if self._hotwords is not None else self.lm_weight * math.log(10.0)
+        weight = self._lm_scale()
+        if self._hotwords is not None and weight == 0:
+            weight = 1.0  # BoostedLM then gives the boosts only (see `_new_lm`)
         token_beam = min(o.token_beam or self._columns, self._columns)
         lm = self._new_lm()
         if self.lexicon:
@@ -320,10 +396,13 @@ class Decoder:
         """This decoder with another LM weight and word score, sharing its LM and lexicon
         (cheap, for grid searches; rebuilt when hotwords are scored into the lexicon)."""
         options = dataclasses.replace(self.options, lm_weight=lm_weight, word_score=word_score)
-        if self._hotwords is not None or (word_score and not self.lexicon
-                                          and self.boundary_id is None):
-            return Decoder(self.tokenizer, options)  # checks and builds what depends on them
+        if word_score and not self.lexicon and self.boundary_id is None:
+            return Decoder(self.tokenizer, options)  # raises the error that explains why
+        if self._hotwords is not None:
+            return self._base.reweighted(lm_weight, word_score).with_hotwords(
+                self.options.hotwords)
         other = copy.copy(self)
+        other._base = other
         other.options = options
         other.lm_weight = float(lm_weight) if self._lm is not None else 0.0
         other.word_score = float(word_score)
@@ -331,6 +410,11 @@ class Decoder:
 
     def __reduce__(self) -> tuple[Any, ...]:  # worker processes rebuild it
         return (Decoder, (self.tokenizer, self.options))
+
+    def __copy__(self) -> "Decoder":  # shares the LM and trie (`__reduce__` would rebuild)
+        other = Decoder.__new__(Decoder)
+        other.__dict__.update(self.__dict__)
+        return other
 
     # -- results --------------------------------------------------------------------------
     def _text(self, path: np.ndarray) -> str:
@@ -384,8 +468,9 @@ class DecoderStream:
         if self._open_frames > STREAM_COMMIT_FRAMES:
             self._commit()
 
-    def partial(self) -> Transcript:
-        """The best transcript of the frames fed so far (words may still change)."""
+    def partial(self, nbest: int = 1) -> Transcript:
+        """The best transcript of the frames fed so far (words may still change), with up to
+        `nbest` alternatives (when `nbest` > 1), each with its own words."""
         if self._done:
             raise RuntimeError("this stream is finished")
         # The best hypothesis of the current frame with its whole path, the word being spelled
@@ -395,7 +480,11 @@ class DecoderStream:
         if not hypotheses:
             return self._transcript([], 0.0, [])
         best = max(hypotheses, key=lambda h: h.score)
-        return self._transcript(list(best.tokens), best.score, [])
+        alternatives = []
+        if nbest > 1:
+            ranked = sorted(hypotheses, key=lambda h: -h.score)
+            alternatives = self._alternatives(ranked, nbest)
+        return self._transcript(list(best.tokens), best.score, alternatives)
 
     def finish(self) -> Transcript:
         """Finish the utterance (the LM scores the sentence end) and return its transcript,
@@ -450,17 +539,30 @@ class DecoderStream:
         transcript.alternatives = alternatives
         return transcript
 
-    def _alternatives(self, results: Sequence[Any]) -> list[Alternative]:
+    def _alternatives(self, results: Sequence[Any], nbest: int | None = None
+                      ) -> list[Alternative]:
+        """The first `nbest` distinct texts of `results` (best first), each with the words
+        and times of its own alignment."""
+        nbest = nbest or self.decoder.options.nbest
         frames = self._open_frames
-        prefix = np.concatenate(self._committed) if self._committed else np.zeros(0, np.int64)
+        emissions = (np.concatenate(self._open) if self._open
+                     else np.zeros((0, self.decoder._columns), np.float32))
         seen: dict[str, Alternative] = {}
         for result in results:
-            path = np.concatenate([prefix, self._path(list(result.tokens), frames)])
-            text = self.decoder._text(path)
-            if text not in seen:
-                seen[text] = Alternative(text=text, score=float(result.score),
-                                         acoustic_score=float(result.emittingModelScore))
-                if len(seen) == self.decoder.options.nbest:
+            path = self._path(list(result.tokens), frames)
+            if len(path) < frames:
+                path = np.concatenate([path, np.full(frames - len(path),
+                                                     self.decoder.tokenizer.blank_id, np.int64)])
+            scores = emissions[np.arange(frames), path]
+            aligned = path_transcript(np.concatenate(self._committed + [path]),
+                                      np.concatenate(self._committed_scores + [scores]),
+                                      self.decoder.tokenizer, self.frame_seconds,
+                                      time_offset=self.time_offset)
+            if aligned.text not in seen:
+                seen[aligned.text] = Alternative(
+                    text=aligned.text, score=float(result.score),
+                    acoustic_score=float(result.emittingModelScore), words=aligned.words)
+                if len(seen) == nbest:
                     break
         return list(seen.values())
 
@@ -486,9 +588,9 @@ class _Hotwords:
 
     @classmethod
     def compile(cls, hotwords: Any, decoder: Decoder) -> "_Hotwords":
-        units = (decoder._unk + 1) if decoder.lexicon else decoder._columns
+        units = (decoder._unk + 1 + HOTWORD_LABELS) if decoder.lexicon else decoder._columns
         if decoder.lexicon:
-            labels = {w: i for i, w in enumerate(decoder.words)}
+            labels = decoder._labels
             begins = ends = np.ones(units, dtype=bool)
             separator = np.zeros(units, dtype=bool)
         else:
@@ -562,10 +664,12 @@ def _boosted_lm_type() -> type:
     class BoostedLM(fl.LM):  # type: ignore[misc, valid-type]
         """An LM (KenLM or none) plus hotword boosts, called by flashlight from C++."""
 
-        def __init__(self, inner: Any, weight: float, hotwords: _Hotwords) -> None:
+        def __init__(self, inner: Any, weight: float, boost_scale: float,
+                     hotwords: _Hotwords) -> None:
             fl.LM.__init__(self)
             self._inner = inner
-            self._weight = weight
+            self._weight = weight  # of the inner LM's scores
+            self._boost_scale = boost_scale
             self._hotwords = hotwords
             self._states: dict[Any, tuple[int, float, bool, float]] = {}
 
@@ -585,7 +689,8 @@ def _boosted_lm_type() -> type:
                 node, earned, can_begin, _ = self._states[state]
                 node, earned, change = self._hotwords.step(node, earned, can_begin, unit)
                 known = self._states[child] = (node, earned,
-                                               bool(self._hotwords.separator[unit]), change)
+                                               bool(self._hotwords.separator[unit]),
+                                               change * self._boost_scale)
             return child, value + known[3]
 
         def finish(self, state: Any) -> tuple[Any, float]:
@@ -596,7 +701,7 @@ def _boosted_lm_type() -> type:
             else:
                 child, value = state.child(-1), 0.0
             if node and not self._hotwords.terminal[node]:
-                value -= earned
+                value -= earned * self._boost_scale
             return child, value
 
     return BoostedLM
@@ -667,6 +772,7 @@ _DECODERS_LOCK = threading.Lock()
 
 
 _DECODER_CACHE_SIZE = 8
+_TRIE_CACHE_SIZE = 2  # of the cached decoders, at most this many with a lexicon trie of their own
 
 
 def get_decoder(tokenizer: WordTokenizer, options: DecodeOptions | None = None) -> Decoder:
@@ -684,11 +790,21 @@ def get_decoder(tokenizer: WordTokenizer, options: DecodeOptions | None = None) 
         if decoder is not None:
             _DECODERS.move_to_end(key)
             return decoder
-    decoder = Decoder(tokenizer, options)
+    if options.hotwords or options.nbest > 1:  # shares the LM (and mostly the lexicon) of
+        # the decoder without them
+        decoder = get_decoder(tokenizer, dataclasses.replace(options, hotwords={}, nbest=1))
+        decoder = decoder.with_hotwords(options.hotwords, options.nbest)
+    else:
+        decoder = Decoder(tokenizer, options)
     with _DECODERS_LOCK:
         _DECODERS[key] = decoder
+        _DECODERS.move_to_end(key)
         while len(_DECODERS) > _DECODER_CACHE_SIZE:
             _DECODERS.popitem(last=False)
+        # A lexicon trie holds every word's spelling (about 100 MB for 150 k words): few are kept.
+        owners = [k for k, d in _DECODERS.items() if getattr(d, "owns_trie", False)]
+        for old in owners[:-_TRIE_CACHE_SIZE]:
+            del _DECODERS[old]
     return decoder
 
 

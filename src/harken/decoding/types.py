@@ -47,11 +47,13 @@ class Segment:
 
 @dataclass
 class Alternative:
-    """One entry of a beam search's N-best list: its text and scores (natural log)."""
+    """One entry of a beam search's N-best list: its text, scores (natural log) and its own
+    words with their times (from its own alignment)."""
 
     text: str
     score: float
     acoustic_score: float = 0.0
+    words: list[Word] = field(default_factory=list)
 
 
 @dataclass

@@ -46,19 +46,16 @@ from harken.transcribe import transcript_segments, format_transcript
 from harken.vad import EndpointConfig
 from harken.serving.limits import check_audio_message, parse_text_message
 from harken.serving.limits import check_hotwords
-from harken.serving.openai_api import check_language
-from harken.serving.openai_api import model_card
-from harken.serving.openai_api import openai_routes
-from harken.serving.openai_api import prompt_bias
-from harken.serving.openai_api import stream_requested, text_events, transcribe_pieces
+from harken.serving.openai_api import (form_language, form_overrides, model_card, openai_routes,
+                                       PROMPT_HOTWORD_BOOST, prompt_hotwords,
+                                       streamed_transcription)
+from harken.serving.limits import trim_memory
 
 log = logging.getLogger("harken.serving.app")
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 TIMESTAMP_GRANULARITIES = ("word", "segment")
 STREAM_ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32": np.dtype("<f4")}
-# Boost of a hotword taken from a request's `prompt` (natural log, as `harken --hotword`).
-PROMPT_HOTWORD_BOOST = 10.0
 MAX_HOTWORDS = 100  # (harken.serving.limits checks every path)
 # Streams send a partial result at most this often (seconds of audio).
 PARTIAL_INTERVAL_SECONDS = 0.2
@@ -115,26 +112,6 @@ class Metrics:
 
 # --- results ------------------------------------------------------------------------------------
 
-def prompt_hotwords(prompt: str | None) -> dict[str, float]:
-    """Explicit hotwords (the form field `hotwords`): phrases separated by commas, semicolons
-    or new lines, each optionally ``phrase:boost``; text without separators gives its words."""
-    if not prompt or not prompt.strip():
-        return {}
-    items = [p.strip() for p in re.split(r"[,;\n]", prompt)]
-    if len(items) == 1:
-        items = prompt.split()
-    hotwords: dict[str, float] = {}
-    for item in items:
-        phrase, _, boost = item.rpartition(":")
-        try:
-            value = float(boost) if phrase else PROMPT_HOTWORD_BOOST
-        except ValueError:
-            phrase, value = item, PROMPT_HOTWORD_BOOST
-        phrase = (phrase if phrase else item).strip().strip(".!?\"'").lower()
-        if phrase and math.isfinite(value):
-            hotwords[phrase] = value
-
-    return check_hotwords(hotwords, "hotwords")
 
 
 def _word_dict(word: Word) -> dict[str, Any]:
@@ -514,6 +491,9 @@ async def _stream_endpoint(service: Service, websocket: Any) -> None:
             metrics.requests.labels("/v1/stream", status).inc()
         log.info("stream %s closed (%s, %.1f s of audio)", stream_id, status,
                  session.seconds if session is not None else 0.0)
+        session = None  # its decoder may hold the last reference to an evicted one
+
+        await asyncio.to_thread(trim_memory)
 
 
 # --- the application ----------------------------------------------------------------------------
@@ -589,6 +569,9 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
                 response = _error(500, f"internal error (request {request_id})", "internal_error")
         endpoint = _route_path(app, request.scope)
         elapsed = time.perf_counter() - started
+        if path.startswith("/v1/audio/"):
+
+            await asyncio.to_thread(trim_memory)
         service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
         service.metrics.latency.labels(endpoint).observe(elapsed)
         response.headers["X-Request-ID"] = request_id
@@ -635,28 +618,10 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
                 return _error(400, str(exc), "bad_request")
         return handler
 
-    def form_overrides(form: Any) -> dict[str, Any]:
-        """Decoding overrides of a form: the prompt's rare words, then explicit `hotwords`."""
-
-        hotwords = prompt_bias(form.get("prompt"), model.tokenizer.normalizer)
-        hotwords.update(prompt_hotwords(form.get("hotwords")))
-        return service.decode_overrides(hotwords)
-
-    def form_language(form: Any) -> str:
-
-        try:
-            return check_language(form.get("language"), model)
-        except ValueError as exc:
-            raise RequestError(400, str(exc), "unsupported_language", "language") from None
-
     async def transcriptions(request: Any, task: str = "transcribe") -> Any:
 
         data, name, form = await read_upload(request)
-        language = form_language(form)
-        try:
-            streamed = stream_requested(form.get("stream"))
-        except ValueError as exc:
-            raise RequestError(400, str(exc), "bad_request", "stream") from None
+        language = form_language(form, model)
         response_format = form.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
             raise RequestError(400, f"response_format must be one of "
@@ -668,24 +633,10 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         if wrong:
             raise RequestError(400, f"timestamp_granularities: unknown values {wrong}; expected "
                                "word and/or segment", "bad_request", "timestamp_granularities")
-        overrides = form_overrides(form)
-        if streamed:
-            from fastapi.responses import StreamingResponse
-
-            if response_format not in ("json", "text"):
-                raise RequestError(400, f"stream=true gives text events; response_format "
-                                   f"{response_format!r} cannot be streamed (use json or text)",
-                                   "bad_request", "response_format")
-            pieces = transcribe_pieces(service, data, name, overrides, config.max_audio_seconds)
-            first = await anext(pieces, None)  # errors in the upload answer before the stream
-
-            async def all_pieces() -> AsyncIterator[str]:
-                if first is not None:
-                    yield first
-                    async for piece in pieces:
-                        yield piece
-
-            return StreamingResponse(text_events(all_pieces()), media_type="text/event-stream")
+        overrides = form_overrides(form, service)
+        streamed = await streamed_transcription(service, form, data, name, overrides)
+        if streamed is not None:
+            return streamed
         try:
             transcript = await asyncio.wait_for(
                 service.transcribe(data, name, overrides, config.max_audio_seconds,
@@ -707,8 +658,8 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
     async def create_job(request: Any) -> Any:
         data, name, form = await read_upload(request)
         await service.run_sync(load_upload, data, name, model.sample_rate)  # reject bad audio now
-        options = {"hotwords": form_overrides(form).get("hotwords", {}),
-                   "language": form_language(form)}
+        options = {"hotwords": form_overrides(form, service).get("hotwords", {}),
+                   "language": form_language(form, model)}
         job = await asyncio.to_thread(service.jobs.add, data, name, options)
         service.job_added()
         return JSONResponse(job.to_dict(), status_code=202)

@@ -14,8 +14,13 @@ which limit it broke; none reaches the decoder unchecked, and none ends in an in
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import re
+import threading
+import time
 from typing import Any
 
 from harken.errors import ConfigError
@@ -78,6 +83,33 @@ def check_hotwords(hotwords: dict[str, Any], where: str) -> dict[str, Any]:
     return hotwords
 
 
+_TRIM_LOCK = threading.Lock()
+_TRIM_EVERY_SECONDS = 5.0
+_trimmed_at = 0.0
+
+
+def trim_memory(force: bool = False) -> bool:
+    """Give freed memory back to the operating system (glibc keeps what large freed
+    structures, such as an evicted decoder's lexicon trie, leave behind), at most every
+    `_TRIM_EVERY_SECONDS`; True when it ran."""
+    global _trimmed_at
+    if not force and time.monotonic() - _trimmed_at < _TRIM_EVERY_SECONDS:
+        return False
+    if not _TRIM_LOCK.acquire(blocking=False):
+        return False
+    try:
+        _trimmed_at = time.monotonic()
+        gc.collect()
+        name = ctypes.util.find_library("c")
+        if name:
+            libc = ctypes.CDLL(name)
+            if hasattr(libc, "malloc_trim"):
+                libc.malloc_trim(0)
+        return True
+    finally:
+        _TRIM_LOCK.release()
+
+
 __all__ = ["MAX_AUDIO_MESSAGE_BYTES", "MAX_HOTWORDS", "MAX_HOTWORD_CHARS", "MAX_JSON_DEPTH",
            "MAX_TEXT_MESSAGE_BYTES", "check_audio_message", "check_hotwords", "json_depth",
-           "parse_text_message"]
+           "parse_text_message", "trim_memory"]

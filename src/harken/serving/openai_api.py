@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from typing import Any, AsyncIterator
 
 from harken.text import language_code
 from harken.model import split_long_audio
 from harken.modelfile import ASSETS
-from harken.serving.uploads import RequestError
-from harken.serving.uploads import load_upload
+from harken.serving.limits import check_hotwords
+from harken.serving.uploads import RequestError, load_upload
 
 # Boost (nats) of each rare word of a prompt: enough to pull a name the acoustics half support
 # into the result, too little to insert it where nothing like it was said.
@@ -144,6 +145,49 @@ async def transcribe_pieces(service: Any, data: bytes, filename: str, overrides:
     service.metrics.audio_seconds.labels("/v1/audio/transcriptions").inc(seconds)
 
 
+def form_overrides(form: Any, service: Any) -> dict[str, Any]:
+    """Decoding overrides of a request's form: the prompt's rare words, then the explicit
+    `hotwords` field."""
+    hotwords = prompt_bias(form.get("prompt"), service.model.tokenizer.normalizer)
+    hotwords.update(prompt_hotwords(form.get("hotwords")))
+    return service.decode_overrides(hotwords)  # type: ignore[no-any-return]
+
+
+def form_language(form: Any, model: Any) -> str:
+    """The form's `language`, checked (a 400 `unsupported_language` otherwise)."""
+    try:
+        return check_language(form.get("language"), model)
+    except ValueError as exc:
+        raise RequestError(400, str(exc), "unsupported_language", "language") from None
+
+
+async def streamed_transcription(service: Any, form: Any, data: bytes, name: str,
+                                 overrides: dict[str, Any]) -> Any:
+    """The `text/event-stream` answer when the form asks for `stream=true`, else None."""
+    from fastapi.responses import StreamingResponse
+
+    try:
+        if not stream_requested(form.get("stream")):
+            return None
+    except ValueError as exc:
+        raise RequestError(400, str(exc), "bad_request", "stream") from None
+    response_format = form.get("response_format") or "json"
+    if response_format not in ("json", "text"):
+        raise RequestError(400, f"stream=true gives text events; response_format "
+                           f"{response_format!r} cannot be streamed (use json or text)",
+                           "bad_request", "response_format")
+    pieces = transcribe_pieces(service, data, name, overrides, service.config.max_audio_seconds)
+    first = await anext(pieces, None)  # errors in the upload are answered before the stream
+
+    async def all_pieces() -> AsyncIterator[str]:
+        if first is not None:
+            yield first
+            async for piece in pieces:
+                yield piece
+
+    return StreamingResponse(text_events(all_pieces()), media_type="text/event-stream")
+
+
 def openai_routes(service: Any, transcriptions: Any) -> list[tuple[str, Any, list[str]]]:
     """(path, endpoint, methods) of `GET /v1/models/{id}` and `POST /v1/audio/translations`;
     `transcriptions(request, task)` is the transcription endpoint."""
@@ -173,3 +217,29 @@ def openai_routes(service: Any, transcriptions: Any) -> list[tuple[str, Any, lis
 
 __all__ = ["PROMPT_WORD_BOOST", "check_language", "common_words", "model_card", "openai_routes",
            "prompt_bias", "sse", "stream_requested", "text_events", "transcribe_pieces"]
+
+
+# Boost of a hotword taken from a request's `prompt` (natural log, as `harken --hotword`).
+PROMPT_HOTWORD_BOOST = 10.0
+
+
+def prompt_hotwords(prompt: str | None) -> dict[str, float]:
+    """Explicit hotwords (the form field `hotwords`): phrases separated by commas, semicolons
+    or new lines, each optionally ``phrase:boost``; text without separators gives its words."""
+    if not prompt or not prompt.strip():
+        return {}
+    items = [p.strip() for p in re.split(r"[,;\n]", prompt)]
+    if len(items) == 1:
+        items = prompt.split()
+    hotwords: dict[str, float] = {}
+    for item in items:
+        phrase, _, boost = item.rpartition(":")
+        try:
+            value = float(boost) if phrase else PROMPT_HOTWORD_BOOST
+        except ValueError:
+            phrase, value = item, PROMPT_HOTWORD_BOOST
+        phrase = (phrase if phrase else item).strip().strip(".!?\"'").lower()
+        if phrase and math.isfinite(value):
+            hotwords[phrase] = value
+
+    return check_hotwords(hotwords, "hotwords")
