@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 import numpy as np
 from harken.model import load_model
-from harken.decoding import get_decoder
+from harken.decoding.ctc_beam import get_decoder
 from harken.training.evaluate import error_rates
 from harken.serving.openai_api import prompt_bias
 corpus = Path("/work/shared/corpora/" + os.environ.get("CORPUS", "ljspeech"))

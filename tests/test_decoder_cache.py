@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("flashlight.lib.text")
 
-from harken import decoding  # noqa: E402
+from harken.decoding import ctc_beam as decoding  # noqa: E402  (its decoder cache)
 from harken.decoding.ctc_beam import Decoder  # noqa: E402
-from harken.decoding import DecodeOptions, get_decoder  # noqa: E402
+from harken.decoding.options import DecodeOptions
+from harken.decoding.ctc_beam import get_decoder
 from harken.decoding.lm import build_lm  # noqa: E402
 from harken.text import CharTokenizer  # noqa: E402
 

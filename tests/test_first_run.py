@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from harken.cli import main
-from harken.decoding import GREEDY
+from harken.decoding.options import GREEDY
 from harken.errors import HarkenError
 from harken.decoding.lm import build_lm, read_lm_info
 from harken.model import load_model, new_model
@@ -235,7 +235,7 @@ def test_lm_tune_does_not_store_weights_worse_than_greedy(tiny, tmp_path, capsys
 
 def test_the_lexicon_is_cached_next_to_the_lm_and_decodes_the_same(tiny, tmp_path):
     from harken.decoding.ctc_beam import Decoder
-    from harken.decoding import DecodeOptions
+    from harken.decoding.options import DecodeOptions
 
     folder = tmp_path / "lm"
     folder.mkdir()

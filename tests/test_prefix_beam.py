@@ -10,8 +10,9 @@ import pytest
 pytest.importorskip("flashlight.lib.text")
 torch = pytest.importorskip("torch")
 
-from harken.decoding import (DecodeOptions, collapse_path, get_decoder,  # noqa: E402
-                             resolve_options)
+from harken.decoding.options import DecodeOptions, resolve_options
+from harken.decoding.greedy import collapse_path
+from harken.decoding.ctc_beam import get_decoder
 from harken.text import CharTokenizer  # noqa: E402
 
 TOKENS = CharTokenizer("ab ")  # blank, a, b, space: V = 4

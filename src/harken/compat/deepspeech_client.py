@@ -32,7 +32,7 @@ import numpy as np
 from harken.audio import load_audio
 from harken.compat.deepspeech import Model
 from harken.compat.deepspeech import version
-from harken.model import ASSETS, bundled_models
+from harken.modelfile import ASSETS, bundled_models
 
 GRAPH_SUFFIXES = (".pbmm", ".pb", ".tflite")
 SCORER_SUFFIXES = (".scorer",)
