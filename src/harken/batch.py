@@ -65,6 +65,7 @@ class BatchSettings:
     vad: str | None = "auto"
     formats: tuple[str, ...] = ("txt",)
     threads: int | None = None
+    diarize: Any = None  # harken.diarize.DiarizeOptions: label speakers
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,8 @@ class Transcriber:
 
         start = time.perf_counter()
         results = list(transcribe_files(self.model, [Path(p) for p in paths], self.options,
-                                        group_size=max(1, len(paths)), vad=self.settings.vad))
+                                        group_size=max(1, len(paths)), vad=self.settings.vad,
+                                        diarize=self.settings.diarize))
         elapsed = time.perf_counter() - start
         audio = sum(r.transcript.duration for r in results if r.transcript is not None)
         rows = []
@@ -237,7 +239,8 @@ class Transcriber:
                 "duration": round(duration, 3) if duration is not None else None,
                 "seconds": round(elapsed * share, 3),
                 "texts": {} if result.transcript is None else
-                {fmt: format_transcript(result.transcript, fmt) for fmt in self.settings.formats},
+                {fmt: format_transcript(result.transcript, fmt, result.path.stem)
+                 for fmt in self.settings.formats},
             })
         return rows
 
@@ -609,6 +612,7 @@ def add_batch_args(parser: argparse.ArgumentParser) -> None:
 def run_batch_command(args: argparse.Namespace) -> int:
     """`harken transcribe ... --output-dir OUT` (the command line's options in `args`)."""
     from harken.cli import decode_overrides
+    from harken.diarize import diarize_options_from_args
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
@@ -624,7 +628,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     settings = BatchSettings(model=model, device=args.device, backend=args.backend,
                              decode=decode_overrides(args),
                              vad=None if args.vad == "none" else args.vad,
-                             formats=tuple(args.format.split(",")), threads=threads)
+                             formats=tuple(args.format.split(",")), threads=threads,
+                             diarize=diarize_options_from_args(args))
     report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
                        ray_address=args.ray, files_per_task=args.files_per_task,
                        retry_failed=args.retry_failed, summary_path=args.summary,

@@ -160,20 +160,26 @@ def _add_transcribe(sub: Any) -> None:
     add_model_args(p)
     add_decode_args(p)
     p.add_argument("--format", "-f", type=output_formats, default="txt",
-                   help="txt, json, srt or vtt; with --output-dir a comma-separated list or all")
+                   help="txt, json, srt, vtt or rttm (speaker turns, with --diarize); with "
+                        "--output-dir a comma-separated list or all")
     p.add_argument("--output-dir", "-o", type=Path, default=None,
                    help="write <name>.<format> files here instead of printing")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
+    from harken.diarize import add_diarize_args
+
+    add_diarize_args(p)
     add_batch_args(p)
     p.set_defaults(func=_run_transcribe)
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
+    from harken.diarize import diarize_options_from_args
     from harken.transcribe import expand_inputs, format_transcript, transcribe_files, write_result
 
+    diarize = diarize_options_from_args(args)
     if args.output_dir is not None:
         from harken.batch import run_batch_command
 
@@ -192,7 +198,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(paths), unit="file", desc="transcribe")
     failures = 0
     vad = None if args.vad == "none" else args.vad
-    for result in transcribe_files(model, paths, options, vad=vad):
+    for result in transcribe_files(model, paths, options, vad=vad, diarize=diarize):
         if bar is not None:
             bar.update(1)
         if result.error is not None:
@@ -201,7 +207,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             continue
         written = write_result(result, args.format, args.output_dir)
         if written is None:
-            text = format_transcript(result.transcript, args.format)
+            text = format_transcript(result.transcript, args.format, result.path.stem)
             if len(paths) > 1 and args.format == "txt":
                 text = f"{result.path}: {text}"
             sys.stdout.write(text)

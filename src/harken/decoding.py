@@ -48,12 +48,14 @@ class WordTokenizer(Protocol):
 
 @dataclass
 class Word:
-    """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1]."""
+    """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1]; `speaker` is
+    set by diarization (`harken.diarize`), None otherwise."""
 
     word: str
     start: float
     end: float
     confidence: float
+    speaker: str | None = None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Segment:
     start: float
     end: float
     words: list[Word] = field(default_factory=list)
+    speaker: str | None = None  # set by diarization: the one speaker of all its words
 
 
 @dataclass
@@ -94,7 +97,13 @@ class Transcript:
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
-        return asdict(self)
+        out = asdict(self)
+        # `speaker` appears only in diarized transcripts
+        for item in [*out["words"], *out["segments"],
+                     *(w for s in out["segments"] for w in s["words"])]:
+            if item.get("speaker") is None:
+                item.pop("speaker", None)
+        return out
 
 
 def check_log_probs(log_probs: np.ndarray) -> np.ndarray:

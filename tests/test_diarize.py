@@ -1,0 +1,244 @@
+"""Speaker embeddings and diarization: exact clustering, a tiny x-vector trained in seconds, the
+bundled encoder against its reference features, a generated two-voice conversation diarized
+turn by turn, speaker labels in every output format, the server, and clear usage errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harken.audio import SAMPLE_RATE, load_audio
+from harken.decoding import Segment, Transcript, Word
+from harken.diarize import (
+    Diarization,
+    DiarizeOptions,
+    OnlineDiarizer,
+    SpeakerTurn,
+    assign_speakers,
+    cluster_embeddings,
+    diarize,
+)
+from harken.errors import ConfigError, ModelError
+from harken.speaker_training import SpeakerTrainOptions, equal_error_rate, train_speaker_encoder
+from harken.speakers import MelPower, load_speaker_encoder, xvector_config
+from harken.transcribe import format_transcript
+
+pytest.importorskip("scipy")
+
+# One conversation, two flite voices (female slt, male rms), 0.8 s between turns.
+TURNS = [("slt", "the weather is lovely today and the sun is shining over the hills"),
+         ("rms", "yes indeed I was thinking of going for a long walk by the river"),
+         ("slt", "that sounds like a wonderful idea may I come along with you"),
+         ("rms", "of course we could bring some sandwiches and a flask of tea"),
+         ("slt", "perfect I will meet you at the station at ten")]
+PAUSE = 0.8
+
+
+def flite(text: str, voice: str, path: Path) -> np.ndarray:
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True,
+                   capture_output=True)
+    return load_audio(path)
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[np.ndarray, list[tuple[float, float, str]], Path]:
+    """(audio, true turns (start, end, voice), wav path)."""
+    if shutil.which("flite") is None:
+        pytest.skip("flite is not installed (make system-deps installs it)")
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("conversation")
+    pieces, truth, position = [], [], 0.0
+    for i, (voice, text) in enumerate(TURNS):
+        wave = flite(text, voice, folder / f"turn{i}.wav")
+        pieces += [wave, np.zeros(int(PAUSE * SAMPLE_RATE), np.float32)]
+        truth.append((position, position + len(wave) / SAMPLE_RATE, voice))
+        position += len(wave) / SAMPLE_RATE + PAUSE
+    audio = np.concatenate(pieces[:-1])
+    sf.write(folder / "talk.wav", audio, SAMPLE_RATE)
+    return audio, truth, folder / "talk.wav"
+
+
+def blobs(centres: int, per: int, dim: int = 16, noise: float = 0.05, seed: int = 0
+          ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((centres, dim))
+    labels = rng.permutation(np.repeat(np.arange(centres), per))
+    return means[labels] + noise * rng.standard_normal((len(labels), dim)), labels
+
+
+def first_appearance(labels: np.ndarray) -> list[int]:
+    order: dict[int, int] = {}
+    return [order.setdefault(int(x), len(order)) for x in labels]
+
+
+# --- clustering ----------------------------------------------------------------------------------
+
+def test_clustering_is_exact_on_separated_embeddings() -> None:
+    emb, truth = blobs(4, 15)
+    expected = first_appearance(truth)
+    assert cluster_embeddings(emb, 4).tolist() == expected  # count given
+    assert cluster_embeddings(emb).tolist() == expected  # count estimated
+    assert cluster_embeddings(emb, max_speakers=2).max() == 1  # at most 2
+    assert cluster_embeddings(emb[:1]).tolist() == [0]
+    assert cluster_embeddings(np.zeros((0, 16))).tolist() == []
+    same, _ = blobs(1, 20, seed=3)
+    assert set(cluster_embeddings(same).tolist()) == {0}
+    assert cluster_embeddings(same, min_speakers=2).max() == 1
+
+
+def test_equal_error_rate() -> None:
+    emb, truth = blobs(3, 10)
+    assert equal_error_rate(emb, truth.tolist())[0] == 0.0
+    rng = np.random.default_rng(0)
+    eer, _ = equal_error_rate(rng.standard_normal((200, 8)), (np.arange(200) % 4).tolist())
+    assert 0.4 < eer < 0.6  # chance
+    with pytest.raises(ValueError, match="at least two speakers"):
+        equal_error_rate(emb, [0] * len(emb))
+
+
+# --- encoders -------------------------------------------------------------------------------------
+
+def test_mel_features_match_librosa() -> None:
+    librosa = pytest.importorskip("librosa")
+    x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
+    ref = librosa.feature.melspectrogram(y=x, sr=16000, n_fft=400, hop_length=160, n_mels=40).T
+    ours = MelPower()(torch.from_numpy(x)[None])[0].numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * ref.max())
+
+
+def test_bundled_encoder_loads_checked_and_rejects_bad_folders(tmp_path: Path) -> None:
+    encoder = load_speaker_encoder()
+    assert encoder.config.architecture == "ge2e" and encoder.config.embedding_dim == 256
+    emb = encoder.embed(np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1)
+    assert emb.shape == (256,) and abs(np.linalg.norm(emb) - 1) < 1e-5
+    with pytest.raises(ModelError, match="not a speaker encoder"):
+        load_speaker_encoder(tmp_path)
+    folder = encoder.save(tmp_path / "copy")
+    (folder / "speaker.json").write_text(json.dumps({"architecture": "xvector"}))
+    with pytest.raises(ModelError, match="do not fit a xvector"):
+        load_speaker_encoder(folder)
+    with pytest.raises(ValueError, match="shorter than"):
+        encoder.embed_windows(np.zeros(8000, np.float32), [(0, 100)])
+
+
+def test_tiny_xvector_trained_in_seconds_separates_two_voices(tmp_path: Path) -> None:
+    if shutil.which("flite") is None:
+        pytest.skip("flite is not installed (make system-deps installs it)")
+    featurize = MelPower()
+    texts = ["one two three four five", "the quick brown fox jumps", "please call me later",
+             "a bird in the hand", "seven eight nine ten", "good morning to you all"]
+    mels, labels, waves = [], [], []
+    for s, voice in enumerate(("slt", "rms")):
+        for i, text in enumerate(texts):
+            wave = flite(text, voice, tmp_path / f"{voice}{i}.wav")
+            waves.append((wave, s, i))
+            if i < 4:  # the last two sentences of each voice are held out
+                mels.append(featurize(torch.from_numpy(wave)[None])[0].numpy())
+                labels.append(s)
+    config = xvector_config("tiny")
+    encoder = train_speaker_encoder(config, mels, labels, SpeakerTrainOptions(
+        steps=60, batch_size=16, learning_rate=5e-3, noise_probability=0.0))
+    held_out = [(encoder.embed(w), s) for w, s, i in waves if i >= 4]
+    eer, _ = equal_error_rate(np.stack([e for e, _ in held_out]), [s for _, s in held_out])
+    assert eer == 0.0
+    saved = load_speaker_encoder(encoder.save(tmp_path / "xv"))
+    np.testing.assert_allclose(saved.embed(waves[0][0]), encoder.embed(waves[0][0]), atol=1e-6)
+
+
+# --- diarization ----------------------------------------------------------------------------------
+
+def test_two_voice_conversation_gets_the_right_turns(conversation) -> None:
+    audio, truth, _ = conversation
+    for options in (DiarizeOptions(), DiarizeOptions(speakers=2)):
+        result = diarize(audio, options)
+        assert len(result.turns) == len(truth)
+        names = {}
+        for turn, (start, end, voice) in zip(result.turns, truth):
+            assert names.setdefault(voice, turn.speaker) == turn.speaker
+            assert abs(turn.start - start) < 0.3 and abs(turn.end - end) < 0.3
+        assert result.speakers == ["S1", "S2"]
+
+
+def test_long_audio_in_chunks_gives_the_same_speakers(conversation) -> None:
+    audio, truth, _ = conversation
+    whole = diarize(audio)
+    chunked = diarize(audio, chunk_seconds=10.0)
+    assert [t.speaker for t in chunked.turns] == [t.speaker for t in whole.turns]
+
+
+def test_online_diarizer_keeps_labels_across_a_stream(conversation) -> None:
+    audio, truth, _ = conversation
+    online = OnlineDiarizer()
+    labels = [online.label(audio[round(s * SAMPLE_RATE): round(e * SAMPLE_RATE)])
+              for s, e, _ in truth]
+    assert labels == ["S1", "S2", "S1", "S2", "S1"]
+    assert online.label(np.zeros(100, np.float32)) is None
+
+
+def toy_transcript() -> Transcript:
+    words = [Word("hello", 0.1, 0.5, 0.9), Word("there", 0.6, 1.0, 0.9),
+             Word("hi", 1.6, 1.9, 0.8), Word("you", 2.0, 2.3, 0.8), Word("again", 3.1, 3.5, 0.7)]
+    return Transcript("hello there hi you again", words,
+                      [Segment("hello there hi you", 0.0, 2.4, words[:4]),
+                       Segment("again", 3.0, 3.6, words[4:])], duration=4.0)
+
+
+def toy_diarization() -> Diarization:
+    return Diarization([SpeakerTurn(0.0, 1.2, "S1"), SpeakerTurn(1.3, 2.5, "S2"),
+                        SpeakerTurn(3.0, 3.7, "S1")], 4.0)
+
+
+def test_words_and_segments_get_speakers_and_every_format_shows_them() -> None:
+    transcript = assign_speakers(toy_transcript(), toy_diarization())
+    assert [w.speaker for w in transcript.words] == ["S1", "S1", "S2", "S2", "S1"]
+    assert [(s.text, s.speaker, s.start, s.end) for s in transcript.segments] == [
+        ("hello there", "S1", 0.0, 1.0), ("hi you", "S2", 1.6, 2.4), ("again", "S1", 3.0, 3.6)]
+    assert format_transcript(transcript, "txt") == "[S1] hello there\n[S2] hi you\n[S1] again\n"
+    srt = format_transcript(transcript, "srt")
+    assert "00:00:01,600 --> 00:00:02,300\n[S2] hi you\n" in srt
+    vtt = format_transcript(transcript, "vtt")
+    assert "00:00:00.100 --> 00:00:01.000\n<v S1>hello there\n" in vtt
+    assert format_transcript(transcript, "rttm", "talk one") == (
+        "SPEAKER talk_one 1 0.100 0.900 <NA> <NA> S1 <NA> <NA>\n"
+        "SPEAKER talk_one 1 1.600 0.700 <NA> <NA> S2 <NA> <NA>\n"
+        "SPEAKER talk_one 1 3.100 0.400 <NA> <NA> S1 <NA> <NA>\n")
+    data = json.loads(format_transcript(transcript, "json"))
+    assert [w["speaker"] for w in data["words"]] == ["S1", "S1", "S2", "S2", "S1"]
+    assert [s["speaker"] for s in data["segments"]] == ["S1", "S2", "S1"]
+    plain = json.loads(format_transcript(toy_transcript(), "json"))  # not diarized: no field
+    assert "speaker" not in plain["words"][0] and "speaker" not in plain["segments"][0]
+    with pytest.raises(ValueError, match="rttm format needs speakers"):
+        format_transcript(toy_transcript(), "rttm")
+
+
+def test_bad_speaker_counts_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="speakers must be a whole number >= 1, got 0"):
+        DiarizeOptions(speakers=0)
+    with pytest.raises(ConfigError, match=r"min-speakers \(3\) is more than max-speakers \(2\)"):
+        DiarizeOptions(min_speakers=3, max_speakers=2)
+    with pytest.raises(ConfigError, match="threshold"):
+        DiarizeOptions(threshold=0)
+
+
+def test_cli_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harken.cli import main
+
+    audio = tmp_path / "a.wav"
+    with pytest.raises(SystemExit):
+        main(["transcribe", str(audio), "--diarize", "--speakers", "0"])
+    assert "--speakers: expected a whole number of speakers >= 1, got '0'" in capsys.readouterr().err
+    main(["transcribe", str(audio), "--speakers", "2"])
+    assert "--speakers need --diarize" in capsys.readouterr().err
+    main(["transcribe", str(audio), "--format", "rttm"])
+    assert "--format rttm needs --diarize" in capsys.readouterr().err
+    main(["transcribe", str(audio), "--diarize", "--min-speakers", "3", "--max-speakers", "2"])
+    assert "min-speakers (3) is more than max-speakers (2)" in capsys.readouterr().err
