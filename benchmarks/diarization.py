@@ -127,7 +127,7 @@ def tune(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(RNG_SEED + 1)
     pools = {"speechocean762": read_speakers(args.corpora, [("speechocean762", "train.jsonl")]),
              "an4": read_speakers(args.corpora, [("an4", "train.jsonl")])}
-    options = DiarizeOptions(encoder=args.encoder)
+    options = DiarizeOptions(encoder=args.encoder, clustering=args.clustering)
     encoder = _encoder(options)
     cache: dict[Path, np.ndarray] = {}
     for corpus, count in (("speechocean762", 2), ("speechocean762", 4), ("an4", 2),
@@ -154,6 +154,8 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=6, help="per condition")
     parser.add_argument("--seconds", type=float, nargs="+", default=[60.0, 180.0])
     parser.add_argument("--words", action="store_true")
+    parser.add_argument("--clustering", default="agglomerative",
+                        choices=("agglomerative", "spectral"))
     parser.add_argument("--hour", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--tune", type=float, nargs="+", default=None, metavar="THRESHOLD",
@@ -179,7 +181,7 @@ def main() -> None:
         from harken.model import load_model
 
         model = load_model()
-    options = DiarizeOptions(encoder=args.encoder)
+    options = DiarizeOptions(encoder=args.encoder, clustering=args.clustering)
     rows = []
     for corpus, count in conditions:
         for seconds in args.seconds:

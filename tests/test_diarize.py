@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,84 @@ def test_cli_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--format rttm needs --diarize" in capsys.readouterr().err
     main(["transcribe", str(audio), "--diarize", "--min-speakers", "3", "--max-speakers", "2"])
     assert "min-speakers (3) is more than max-speakers (2)" in capsys.readouterr().err
+
+
+# --- the server -----------------------------------------------------------------------------------
+
+def tiny_model():  # noqa: ANN201
+    """A random streaming DeepSpeech2 whose head rarely says blank: speech gives words."""
+    from harken.model import new_model
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    features = {"normalize": "global", "n_mels": 80,
+                "global_mean": tuple(rng.uniform(-12, -6, 80).tolist()),
+                "global_std": tuple(rng.uniform(1.5, 3.0, 80).tolist())}
+    model = new_model("deepspeech2", "tiny", features=features, bidirectional=False,
+                      lookahead=2)
+    with torch.no_grad():
+        model.network.head.weight.mul_(4.0)
+        model.network.head.bias[0] -= 2.0
+        model.network.head.bias[model.tokenizer.tokens.index(" ")] += 0.4  # many short words
+    return model.eval()
+
+
+def test_server_verbose_json_jobs_and_stream_label_speakers(conversation) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")  # the test client
+    from starlette.testclient import TestClient
+
+    from harken.server import ServerConfig, create_app
+
+    audio, truth, path = conversation
+    model = tiny_model()
+    expected = assign_speakers(model.transcribe(audio), diarize(audio))
+    assert {w.speaker for w in expected.words} == {"S1", "S2"}
+
+    with TestClient(create_app(model, ServerConfig(model_name="tiny", db=":memory:",
+                                                   vad="energy"))) as client:
+        def post(url: str, **fields: str):  # noqa: ANN202
+            return client.post(url, files={"file": ("talk.wav", path.read_bytes())},
+                               data=fields)
+
+        reply = post("/v1/audio/transcriptions", response_format="verbose_json",
+                     diarize="true", **{"timestamp_granularities[]": "word"})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["speakers"] == ["S1", "S2"]
+        assert [w.get("speaker") for w in body["words"]] == [w.speaker for w in expected.words]
+        text = post("/v1/audio/transcriptions", response_format="text", diarize="true").text
+        assert text == format_transcript(expected, "txt")
+        bad = post("/v1/audio/transcriptions", diarize="true", speakers="0")
+        assert bad.status_code == 400 and "speakers must be a whole number >= 1" in bad.text
+        bad = post("/v1/audio/transcriptions", speakers="2")
+        assert bad.status_code == 400 and "speakers needs diarize=true" in bad.text
+        job = post("/v1/jobs", diarize="true", speakers="2").json()
+        for _ in range(600):
+            state = client.get(f"/v1/jobs/{job['id']}").json()
+            if state["status"] in ("done", "failed"):
+                break
+            time.sleep(0.05)
+        assert state["status"] == "done", state
+        given = assign_speakers(model.transcribe(audio), diarize(audio, speakers=2))
+        assert [w["speaker"] for w in state["result"]["words"]] == [w.speaker for w in given.words]
+
+        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        with client.websocket_connect("/v1/stream") as ws:
+            ws.send_json({"diarize": True, "partials": False, "silence_ms": 500})
+            assert ws.receive_json()["type"] == "ready"
+            for i in range(0, len(pcm), 16000):
+                ws.send_bytes(pcm[i: i + 16000])
+            ws.send_json({"type": "end"})
+            finals = []
+            while (message := ws.receive_json())["type"] != "done":
+                finals.append(message)
+    labelled = [m for m in finals if m["type"] == "final" and m["text"]]
+    assert len(labelled) >= 4
+    names: dict[str, str] = {}
+    for message in labelled:  # each final lies in one turn; a voice keeps its label
+        middle = (message["start"] + message["end"]) / 2
+        voice = min(truth, key=lambda t: abs((t[0] + t[1]) / 2 - middle))[2]
+        assert names.setdefault(voice, message["speaker"]) == message["speaker"]
+        assert {w["speaker"] for w in message["words"]} == {message["speaker"]}
+    assert sorted(names.values()) == ["S1", "S2"]

@@ -28,6 +28,7 @@ DEFAULT_MAX_SPEAKERS = 8
 # (for the bundled GE2E encoder; chosen on training speakers, see docs/diarization.md).
 DEFAULT_THRESHOLD = 0.35
 MIN_SPEECH_SECONDS = 0.1
+CLUSTERING = ("agglomerative", "spectral")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class DiarizeOptions:
     between `min_speakers` and `max_speakers` with the distance `threshold` (cosine distance,
     average linkage). Windows of `window_seconds` every `hop_seconds` inside speech segments
     found by `vad` ("auto", "webrtc", "silero", "energy"); `smoothing` windows of median
-    filtering on the labels; `encoder`: a speaker encoder folder (None: the bundled one)."""
+    filtering on the labels; `encoder`: a speaker encoder folder (None: the bundled one);
+    `clustering`: "agglomerative" or "spectral" (`spectralcluster`, the count by eigengap)."""
 
     speakers: int | None = None
     min_speakers: int = 1
@@ -48,8 +50,12 @@ class DiarizeOptions:
     vad: str = "auto"
     encoder: str | None = None
     chunk_seconds: float = 600.0
+    clustering: str = "agglomerative"
 
     def __post_init__(self) -> None:
+        if self.clustering not in CLUSTERING:
+            raise ConfigError(f"clustering must be one of {', '.join(CLUSTERING)}, got "
+                              f"{self.clustering!r}")
         for name in ("speakers", "min_speakers", "max_speakers"):
             value = getattr(self, name)
             if value is None and name == "speakers":
@@ -126,13 +132,15 @@ class Diarization:
 
 def cluster_embeddings(embeddings: np.ndarray, speakers: int | None = None, *,
                        min_speakers: int = 1, max_speakers: int = DEFAULT_MAX_SPEAKERS,
-                       threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+                       threshold: float = DEFAULT_THRESHOLD,
+                       method: str = "agglomerative") -> np.ndarray:
     """(N, D) embeddings -> (N,) cluster indices 0..K-1, numbered by first appearance.
 
     Agglomerative clustering, cosine distance, average linkage; cut into `speakers` clusters
     when given, else where clusters are more than `threshold` apart, the count kept within
     [min_speakers, max_speakers]. A refinement pass moves each embedding to its nearest
-    cluster centroid."""
+    cluster centroid. `method="spectral"` clusters with `spectralcluster` (ICASSP 2018
+    affinity refinement, count by eigengap) once the agglomerative count is above one."""
     try:
         from scipy.cluster.hierarchy import fcluster, linkage
     except ImportError as exc:
@@ -155,9 +163,30 @@ def cluster_embeddings(embeddings: np.ndarray, speakers: int | None = None, *,
     else:
         k = speakers
     k = min(k, n)
+    if method == "spectral" and k > 1 and n > 2 * max(k, min_speakers):
+        labels = _spectral(emb, speakers, max(2, min_speakers), max_speakers)
+        return _renumber(_refine(emb, labels, int(labels.max()) + 1))
     labels = fcluster(tree, k, criterion="maxclust") - 1
     labels = _refine(emb, labels, k)
     return _renumber(labels)
+
+
+def _spectral(emb: np.ndarray, speakers: int | None, low: int, high: int) -> np.ndarray:
+    try:
+        from spectralcluster import AutoTune, RefinementOptions, SpectralClusterer, configs
+    except ImportError as exc:
+        raise ImportError("spectral clustering needs spectralcluster: "
+                          "pip install 'harken[diarize]'") from exc
+    refinement = RefinementOptions(gaussian_blur_sigma=1, p_percentile=0.95,
+                                   thresholding_soft_multiplier=0.01,
+                                   thresholding_type=configs.ThresholdType.RowMax,
+                                   refinement_sequence=configs.ICASSP2018_REFINEMENT_SEQUENCE)
+    clusterer = SpectralClusterer(
+        min_clusters=speakers or low, max_clusters=speakers or high,
+        refinement_options=refinement, custom_dist="cosine",
+        autotune=AutoTune(p_percentile_min=0.6, p_percentile_max=0.95, init_search_step=0.05,
+                          search_level=1))
+    return np.asarray(clusterer.predict(emb), np.int64)
 
 
 def _refine(emb: np.ndarray, labels: np.ndarray, k: int, rounds: int = 3) -> np.ndarray:
@@ -275,7 +304,8 @@ def windows_to_diarization(windows: Sequence[tuple[float, float]], embeddings: n
     if not windows:
         return Diarization([], duration)
     labels = cluster_embeddings(embeddings, options.speakers, min_speakers=options.min_speakers,
-                                max_speakers=options.max_speakers, threshold=options.threshold)
+                                max_speakers=options.max_speakers, threshold=options.threshold,
+                                method=options.clustering)
     labels = _smooth(labels, windows, options.smoothing)
     turns: list[SpeakerTurn] = []
     centres = [(s + e) / 2 for s, e in windows]
