@@ -99,9 +99,14 @@ def score(reference, hypothesis, metric) -> float:  # noqa: ANN001
     return float(metric(reference, hypothesis))
 
 
-def wrong_speaker_words(model, audio, diarization, reference, metric) -> tuple[int, int]:  # noqa: ANN001
-    """(words with the wrong speaker, words scored) for one conversation."""
-    transcript = assign_speakers(model.transcribe(audio), diarization)
+def wrong_speaker_words(model, audio, diarization, reference, metric  # noqa: ANN001
+                        ) -> tuple[int, int, float]:
+    """(words with the wrong speaker, words scored, seconds transcribing) for one
+    conversation."""
+    began = time.perf_counter()
+    transcript = model.transcribe(audio)
+    asr_seconds = time.perf_counter() - began
+    transcript = assign_speakers(transcript, diarization)
     ref = annotation(reference)
     hyp = annotation([(t.start, t.end, t.speaker) for t in diarization.turns])
     mapping = metric.optimal_mapping(ref, hyp)
@@ -113,7 +118,7 @@ def wrong_speaker_words(model, audio, diarization, reference, metric) -> tuple[i
             continue  # silence or overlap: no single right answer
         total += 1
         wrong += mapping.get(word.speaker) != truth[0]
-    return wrong, total
+    return wrong, total, asr_seconds
 
 
 def tune(args: argparse.Namespace) -> None:
@@ -154,8 +159,8 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=6, help="per condition")
     parser.add_argument("--seconds", type=float, nargs="+", default=[60.0, 180.0])
     parser.add_argument("--words", action="store_true")
-    parser.add_argument("--clustering", default="agglomerative",
-                        choices=("agglomerative", "spectral"))
+    parser.add_argument("--clustering", default="auto",
+                        choices=("auto", "agglomerative", "spectral"))
     parser.add_argument("--hour", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--tune", type=float, nargs="+", default=None, metavar="THRESHOLD",
@@ -189,6 +194,7 @@ def main() -> None:
                        "given": DiarizationErrorRate(collar=0.25)}
             spent = audio_seconds = 0.0
             words_wrong = words_total = 0
+            asr_seconds = 0.0
             found = []
             for _ in range(args.conversations):
                 speakers = [str(s) for s in rng.choice(sorted(pools[corpus]), count,
@@ -206,9 +212,10 @@ def main() -> None:
                     metrics[name](ref, annotation([(t.start, t.end, t.speaker)
                                                    for t in result.turns]))
                 if model is not None:
-                    w, t = wrong_speaker_words(model, audio, estimated, reference,
-                                               metrics["estimated"])
+                    w, t, asr = wrong_speaker_words(model, audio, estimated, reference,
+                                                    metrics["estimated"])
                     words_wrong, words_total = words_wrong + w, words_total + t
+                    asr_seconds += asr
             row = {"corpus": corpus, "speakers": count, "seconds": seconds,
                    "conversations": args.conversations,
                    "der_estimated": round(100 * abs(metrics["estimated"]), 2),
@@ -217,6 +224,7 @@ def main() -> None:
             if model is not None:
                 row["wrong_speaker_words"] = round(100 * words_wrong / max(1, words_total), 2)
                 row["words_scored"] = words_total
+                row["asr_rtf"] = round(asr_seconds / audio_seconds, 4)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.hour:

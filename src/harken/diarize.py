@@ -26,9 +26,12 @@ from harken.errors import ConfigError
 DEFAULT_MAX_SPEAKERS = 8
 # Average-linkage cosine distance at which two clusters are taken for different speakers
 # (for the bundled GE2E encoder; chosen on training speakers, see docs/diarization.md).
-DEFAULT_THRESHOLD = 0.35
+DEFAULT_THRESHOLD = 0.36
 MIN_SPEECH_SECONDS = 0.1
-CLUSTERING = ("agglomerative", "spectral")
+# "auto": spectral clustering when the number of speakers is given, agglomerative when it is
+# estimated (the better of the two in each case on training speakers, docs/diarization.md).
+CLUSTERING = ("auto", "agglomerative", "spectral")
+MIN_CLUSTER_SHARE = 0.08  # an estimated speaker has at least this share of the windows
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class DiarizeOptions:
     average linkage). Windows of `window_seconds` every `hop_seconds` inside speech segments
     found by `vad` ("auto", "webrtc", "silero", "energy"); `smoothing` windows of median
     filtering on the labels; `encoder`: a speaker encoder folder (None: the bundled one);
-    `clustering`: "agglomerative" or "spectral" (`spectralcluster`, the count by eigengap)."""
+    `clustering`: "agglomerative", "spectral" (`spectralcluster`, an estimated count by
+    eigengap) or "auto" (spectral when `speakers` is given, else agglomerative)."""
 
     speakers: int | None = None
     min_speakers: int = 1
@@ -50,7 +54,7 @@ class DiarizeOptions:
     vad: str = "auto"
     encoder: str | None = None
     chunk_seconds: float = 600.0
-    clustering: str = "agglomerative"
+    clustering: str = "auto"
 
     def __post_init__(self) -> None:
         if self.clustering not in CLUSTERING:
@@ -167,8 +171,26 @@ def cluster_embeddings(embeddings: np.ndarray, speakers: int | None = None, *,
         labels = _spectral(emb, speakers, max(2, min_speakers), max_speakers)
         return _renumber(_refine(emb, labels, int(labels.max()) + 1))
     labels = fcluster(tree, k, criterion="maxclust") - 1
+    if speakers is None and k > min_speakers:
+        labels = _drop_small(emb, labels, min_speakers)
+        k = len(np.unique(labels))
     labels = _refine(emb, labels, k)
     return _renumber(labels)
+
+
+def _drop_small(emb: np.ndarray, labels: np.ndarray, min_speakers: int) -> np.ndarray:
+    """Fold clusters of fewer than `MIN_CLUSTER_SHARE` of the windows (at least 2) into the
+    nearest large cluster: a few odd windows (noise, laughter, overlap) are not a speaker."""
+    sizes = np.bincount(labels)
+    order = np.argsort(-sizes)
+    keep = [c for c in order if sizes[c] >= max(2, MIN_CLUSTER_SHARE * len(labels))]
+    keep = keep or [int(order[0])]
+    keep = list(dict.fromkeys(keep + [int(c) for c in order[:min_speakers]]))
+    if len(keep) == len(sizes):
+        return labels
+    centroids = np.stack([emb[labels == c].mean(axis=0) for c in keep])
+    nearest = np.asarray(keep)[np.argmax(emb @ centroids.T, axis=1)]
+    return np.where(np.isin(labels, keep), labels, nearest)
 
 
 def _spectral(emb: np.ndarray, speakers: int | None, low: int, high: int) -> np.ndarray:
@@ -305,7 +327,8 @@ def windows_to_diarization(windows: Sequence[tuple[float, float]], embeddings: n
         return Diarization([], duration)
     labels = cluster_embeddings(embeddings, options.speakers, min_speakers=options.min_speakers,
                                 max_speakers=options.max_speakers, threshold=options.threshold,
-                                method=options.clustering)
+                                method=options.clustering if options.clustering != "auto" else
+                                "spectral" if options.speakers else "agglomerative")
     labels = _smooth(labels, windows, options.smoothing)
     turns: list[SpeakerTurn] = []
     centres = [(s + e) / 2 for s, e in windows]
