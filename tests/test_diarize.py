@@ -209,14 +209,20 @@ def test_words_and_segments_get_speakers_and_every_format_shows_them() -> None:
     vtt = format_transcript(transcript, "vtt")
     assert "00:00:00.100 --> 00:00:01.000\n<v S1>hello there\n" in vtt
     assert format_transcript(transcript, "rttm", "talk one") == (
-        "SPEAKER talk_one 1 0.100 0.900 <NA> <NA> S1 <NA> <NA>\n"
-        "SPEAKER talk_one 1 1.600 0.700 <NA> <NA> S2 <NA> <NA>\n"
-        "SPEAKER talk_one 1 3.100 0.400 <NA> <NA> S1 <NA> <NA>\n")
+        "SPEAKER talk_one 1 0.000 1.200 <NA> <NA> S1 <NA> <NA>\n"
+        "SPEAKER talk_one 1 1.300 1.200 <NA> <NA> S2 <NA> <NA>\n"
+        "SPEAKER talk_one 1 3.000 0.700 <NA> <NA> S1 <NA> <NA>\n")
+    transcript.speaker_turns = []  # turns made of the words when the diarization is gone
+    assert format_transcript(transcript, "rttm", "t").splitlines()[1] == (
+        "SPEAKER t 1 1.600 0.700 <NA> <NA> S2 <NA> <NA>")
+    transcript = assign_speakers(toy_transcript(), toy_diarization())
     data = json.loads(format_transcript(transcript, "json"))
     assert [w["speaker"] for w in data["words"]] == ["S1", "S1", "S2", "S2", "S1"]
     assert [s["speaker"] for s in data["segments"]] == ["S1", "S2", "S1"]
+    assert data["speaker_turns"][1] == {"start": 1.3, "end": 2.5, "speaker": "S2"}
     plain = json.loads(format_transcript(toy_transcript(), "json"))  # not diarized: no field
     assert "speaker" not in plain["words"][0] and "speaker" not in plain["segments"][0]
+    assert "speaker_turns" not in plain
     with pytest.raises(ValueError, match="rttm format needs speakers"):
         format_transcript(toy_transcript(), "rttm")
 
@@ -324,3 +330,29 @@ def test_server_verbose_json_jobs_and_stream_label_speakers(conversation) -> Non
         assert names.setdefault(voice, message["speaker"]) == message["speaker"]
         assert {w["speaker"] for w in message["words"]} == {message["speaker"]}
     assert sorted(names.values()) == ["S1", "S2"]
+
+
+def test_cli_diarized_transcripts_and_resumable_jobs(conversation, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from harken.cli import main
+
+    _, truth, path = conversation
+    assert main(["transcribe", str(path), "--diarize", "--speakers", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:4] for line in lines] == ["[S1]", "[S2]", "[S1]", "[S2]", "[S1]"]
+    assert all(len(line.split()) > 3 for line in lines)  # each turn's words, one line
+    out = tmp_path / "out"
+    assert main(["transcribe", str(path), "--diarize", "-o", str(out), "-f", "all,rttm",
+                 "--no-progress"]) == 0
+    rttm = (out / "talk.rttm").read_text().splitlines()
+    assert [line.split()[7] for line in rttm] == ["S1", "S2", "S1", "S2", "S1"]
+    for line, (start, end, _) in zip(rttm, truth):
+        fields = line.split()
+        assert fields[:3] == ["SPEAKER", "talk", "1"]
+        assert abs(float(fields[3]) - start) < 0.3
+        assert abs(float(fields[3]) + float(fields[4]) - end) < 0.3
+    assert (out / "talk.txt").read_text().startswith("[S1] ")
+    assert "\n[S2] " in (out / "talk.srt").read_text()
+    assert "<v S2>" in (out / "talk.vtt").read_text()
+    words = json.loads((out / "talk.json").read_text())["words"]
+    assert {w["speaker"] for w in words} == {"S1", "S2"}

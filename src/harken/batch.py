@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from harken.errors import ConfigError, HarkenError, ManifestError, require
-from harken.transcribe import FORMATS, atomic_write_text
+from harken.transcribe import ALL_FORMATS, FORMATS, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -501,8 +501,9 @@ def run_batch(inputs: Sequence[BatchInput], output_dir: str | os.PathLike[str],
     Returns counts for this run; the summary file holds every file's row.
     """
     for fmt in settings.formats:
-        if fmt not in FORMATS:
-            raise ConfigError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+        if fmt not in ALL_FORMATS:
+            raise ConfigError(f"unknown output format {fmt!r}; choose from "
+                              f"{', '.join(ALL_FORMATS)}")
     if files_per_task < 1 or workers < 1:
         raise ConfigError(f"files per task and workers must be at least 1, got "
                           f"{files_per_task} and {workers}")
@@ -561,7 +562,7 @@ def _write_outputs(row: dict[str, Any], name: str, output_dir: Path) -> dict[str
 
 def _remove_temporaries(output_dir: Path, summary: Path) -> None:
     """Delete the temporary files of writes that a killed job left (`atomic_write_text` names)."""
-    pattern = re.compile(rf"\..+\.({'|'.join(FORMATS)}|{re.escape(summary.suffix[1:])})\.\d+\.tmp")
+    pattern = re.compile(rf"\..+\.({'|'.join(ALL_FORMATS)}|{re.escape(summary.suffix[1:])})\.\d+\.tmp")
     for folder in {output_dir, summary.parent}:
         for path in folder.rglob(".*.tmp"):
             if pattern.fullmatch(path.name) and path.is_file():
@@ -580,13 +581,15 @@ def _size(path: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def output_formats(value: str) -> str:
-    """argparse type of --format: one format or a comma-separated list ("all": every one)."""
-    names = FORMATS if value == "all" else tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [n for n in names if n not in FORMATS]
+    """argparse type of --format: one format or a comma-separated list ("all": every
+    transcript format; rttm, speaker turns, only when named)."""
+    names = tuple(dict.fromkeys(n for v in value.split(",") if v.strip()
+                                for n in (FORMATS if v.strip() == "all" else (v.strip(),))))
+    unknown = [n for n in names if n not in ALL_FORMATS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown format {', '.join(unknown) or repr(value)}; choose from "
-            f"{', '.join(FORMATS)}, a comma-separated list or 'all'")
+            f"{', '.join(ALL_FORMATS)}, a comma-separated list or 'all'")
     return ",".join(names)
 
 

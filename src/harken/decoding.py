@@ -93,6 +93,8 @@ class Transcript:
     score: float = 0.0
     duration: float = 0.0
     alternatives: list[Alternative] = field(default_factory=list)
+    # who spoke when (`harken.diarize.SpeakerTurn`s), set by diarization; empty otherwise
+    speaker_turns: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -103,6 +105,8 @@ class Transcript:
                      *(w for s in out["segments"] for w in s["words"])]:
             if item.get("speaker") is None:
                 item.pop("speaker", None)
+        if not out["speaker_turns"]:
+            del out["speaker_turns"]
         return out
 
 

@@ -400,6 +400,7 @@ def assign_speakers(transcript: Any, diarization: Diarization) -> Any:
             segments.append(Segment(" ".join(w.word for w in run), start, end, run,
                                     speaker=run[0].speaker))
     transcript.segments = segments
+    transcript.speaker_turns = list(diarization.turns)
     return transcript
 
 
@@ -486,8 +487,10 @@ def diarize_segments(model: Any, audio: Any, options: DiarizeOptions | None = No
 
 
 def transcript_turns(transcript: Any) -> Diarization:
-    """The speaker turns of a diarized transcript, from its segments (adjacent segments of one
-    speaker joined)."""
+    """The speaker turns of a diarized transcript: those diarization found, or else turns made
+    of its segments (adjacent segments of one speaker joined)."""
+    if transcript.speaker_turns:
+        return Diarization(list(transcript.speaker_turns), transcript.duration)
     turns: list[SpeakerTurn] = []
     for segment in transcript.segments:
         if segment.speaker is None:
@@ -540,11 +543,7 @@ def diarize_options_from_args(args: Any) -> DiarizeOptions | None:
             ("--speaker-model", args.speaker_model, None)) if value != default]
         if given:
             raise ConfigError(f"{', '.join(given)} need --diarize")
-        from harken.transcribe import FORMATS
-
-        if formats == list(FORMATS):  # "all": every format that applies
-            args.format = ",".join(f for f in formats if f != "rttm")
-        elif "rttm" in formats:
+        if "rttm" in formats:
             raise ConfigError("--format rttm needs --diarize")
         return None
     return DiarizeOptions(speakers=args.speakers, min_speakers=args.min_speakers,

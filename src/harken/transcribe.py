@@ -11,7 +11,9 @@ from typing import Any, Iterable, Iterator
 from harken.decoding import Segment, Transcript
 from harken.errors import HarkenError
 
-FORMATS = ("txt", "json", "srt", "vtt", "rttm")  # rttm: speaker turns (needs diarization)
+FORMATS = ("txt", "json", "srt", "vtt")
+SPEAKER_FORMATS = ("rttm",)  # speaker turns: only for diarized transcripts
+ALL_FORMATS = FORMATS + SPEAKER_FORMATS
 # Subtitle cues: at most this many lines of at most this many characters (broadcast guidelines
 # use 37-42 characters and two lines), cut at word boundaries.
 SUBTITLE_LINE_CHARS = 42
@@ -131,7 +133,7 @@ def format_transcript(transcript: Transcript, fmt: str, file_id: str = "audio") 
         from harken.diarize import transcript_turns
 
         return transcript_turns(transcript).to_rttm(file_id)
-    raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(ALL_FORMATS)}")
 
 
 def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
