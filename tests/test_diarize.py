@@ -356,3 +356,14 @@ def test_cli_diarized_transcripts_and_resumable_jobs(conversation, tmp_path: Pat
     assert "<v S2>" in (out / "talk.vtt").read_text()
     words = json.loads((out / "talk.json").read_text())["words"]
     assert {w["speaker"] for w in words} == {"S1", "S2"}
+
+
+def test_lazy_segments_with_speakers_equal_the_whole_transcript(conversation) -> None:
+    from harken.diarize import diarize_segments
+
+    audio, _, _ = conversation
+    model = tiny_model()
+    whole = assign_speakers(model.transcribe(audio), diarize(audio))
+    lazy = list(diarize_segments(model, audio, batch_seconds=5.0))
+    assert [(s.text, s.speaker) for s in lazy] == [(s.text, s.speaker) for s in whole.segments]
+    assert [w.speaker for s in lazy for w in s.words] == [w.speaker for w in whole.words]

@@ -32,6 +32,7 @@ MIN_SPEECH_SECONDS = 0.1
 # estimated (the better of the two in each case on training speakers, docs/diarization.md).
 CLUSTERING = ("auto", "agglomerative", "spectral")
 MIN_CLUSTER_SHARE = 0.08  # an estimated speaker has at least this share of the windows
+MERGE_DISTANCE = 0.15  # estimated speakers whose centroids are closer are one speaker
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ def cluster_embeddings(embeddings: np.ndarray, speakers: int | None = None, *,
     labels = fcluster(tree, k, criterion="maxclust") - 1
     if speakers is None and k > min_speakers:
         labels = _drop_small(emb, labels, min_speakers)
+        labels = _refine(emb, labels, len(np.unique(labels)))
+        labels = _merge_close(emb, labels, min_speakers)
         k = len(np.unique(labels))
     labels = _refine(emb, labels, k)
     return _renumber(labels)
@@ -209,6 +212,25 @@ def _spectral(emb: np.ndarray, speakers: int | None, low: int, high: int) -> np.
         autotune=AutoTune(p_percentile_min=0.6, p_percentile_max=0.95, init_search_step=0.05,
                           search_level=1))
     return np.asarray(clusterer.predict(emb), np.int64)
+
+
+def _merge_close(emb: np.ndarray, labels: np.ndarray, min_speakers: int) -> np.ndarray:
+    """Join the two clusters with the closest centroids while they are nearer than
+    `MERGE_DISTANCE` (centroids average out the noise of single windows, so this catches one
+    voice split in two that average linkage keeps apart)."""
+    labels = labels.copy()
+    while True:
+        present = np.unique(labels)
+        if len(present) <= max(1, min_speakers):
+            return labels
+        centroids = np.stack([emb[labels == c].mean(axis=0) for c in present])
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        distance = 1 - centroids @ centroids.T
+        np.fill_diagonal(distance, np.inf)
+        i, j = np.unravel_index(int(np.argmin(distance)), distance.shape)
+        if distance[i, j] >= MERGE_DISTANCE:
+            return labels
+        labels[labels == present[j]] = present[i]
 
 
 def _refine(emb: np.ndarray, labels: np.ndarray, k: int, rounds: int = 3) -> np.ndarray:
