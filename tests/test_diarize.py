@@ -26,7 +26,11 @@ from harken.diarize import (
     diarize,
 )
 from harken.errors import ConfigError, ModelError
-from harken.speaker_training import SpeakerTrainOptions, equal_error_rate, train_speaker_encoder
+from harken.speaker_training import (
+    SpeakerTrainOptions,
+    equal_error_rate,
+    train_speaker_encoder,
+)
 from harken.speakers import MelPower, load_speaker_encoder, xvector_config
 from harken.transcribe import format_transcript
 
@@ -170,7 +174,7 @@ def test_two_voice_conversation_gets_the_right_turns(conversation) -> None:
 
 
 def test_long_audio_in_chunks_gives_the_same_speakers(conversation) -> None:
-    audio, truth, _ = conversation
+    audio, _, _ = conversation
     whole = diarize(audio)
     chunked = diarize(audio, chunk_seconds=10.0)
     assert [t.speaker for t in chunked.turns] == [t.speaker for t in whole.turns]
@@ -253,7 +257,7 @@ def test_cli_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 # --- the server -----------------------------------------------------------------------------------
 
-def tiny_model():  # noqa: ANN201
+def tiny_model():
     """A random streaming DeepSpeech2 whose head rarely says blank: speech gives words."""
     from harken.model import new_model
 
@@ -285,7 +289,7 @@ def test_server_verbose_json_jobs_and_stream_label_speakers(conversation) -> Non
 
     with TestClient(create_app(model, ServerConfig(model_name="tiny", db=":memory:",
                                                    vad="energy"))) as client:
-        def post(url: str, **fields: str):  # noqa: ANN202
+        def post(url: str, **fields: str):
             return client.post(url, files={"file": ("talk.wav", path.read_bytes())},
                                data=fields)
 

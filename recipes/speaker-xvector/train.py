@@ -12,6 +12,7 @@ speechocean762 and AN4, LJ and kathleen are never read here: they score the enco
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import time
@@ -24,6 +25,7 @@ from harken.audio import load_audio
 from harken.speaker_training import SpeakerTrainOptions, train_speaker_encoder
 from harken.speakers import MelPower, SpeakerEncoder, xvector_config
 
+log = logging.getLogger("speaker-xvector")
 TRAIN_SETS = (("speechocean762", "train.jsonl"), ("an4", "train.jsonl"), ("fsdd", "train.jsonl"))
 
 
@@ -31,7 +33,7 @@ def load_mels(corpora: Path, cache: Path) -> tuple[list[np.ndarray], list[int], 
     if cache.is_file():
         data = np.load(cache)
         bounds = data["offsets"]
-        mels = [data["mels"][a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:])]
+        mels = [data["mels"][a:b].astype(np.float32) for a, b in itertools.pairwise(bounds)]
         return mels, data["labels"].tolist(), data["names"].tolist()
     featurize = MelPower()
     mels, labels, names = [], [], []
@@ -66,14 +68,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     mels, labels, names = load_mels(args.corpora, args.out / "train-mels.npz")
-    logging.info("%d utterances, %d speakers, features in %.0f s", len(mels), len(names),
+    log.info("%d utterances, %d speakers, features in %.0f s", len(mels), len(names),
                  time.monotonic() - began)
     config = xvector_config(args.size)
     options = SpeakerTrainOptions(steps=args.steps, max_seconds=args.minutes * 60)
 
     def on_step(step: int, loss: float, network: torch.nn.Module) -> None:
         if step % 20 == 0:
-            logging.info("step %d loss %.3f", step, loss)
+            log.info("step %d loss %.3f", step, loss)
         if step and step % args.save_every == 0:
             network.eval()
             SpeakerEncoder(config, network).save(args.out / "checkpoint")
@@ -84,7 +86,7 @@ def main() -> None:
     (args.out / "final" / "training.json").write_text(json.dumps(
         {"speakers": names, "options": repr(options), "seconds": time.monotonic() - began},
         indent=2) + "\n")
-    logging.info("saved %s", args.out / "final")
+    log.info("saved %s", args.out / "final")
 
 
 if __name__ == "__main__":

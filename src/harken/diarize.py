@@ -15,8 +15,9 @@ window) of the whole file stay in memory, never its features.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -198,7 +199,12 @@ def _drop_small(emb: np.ndarray, labels: np.ndarray, min_speakers: int) -> np.nd
 
 def _spectral(emb: np.ndarray, speakers: int | None, low: int, high: int) -> np.ndarray:
     try:
-        from spectralcluster import AutoTune, RefinementOptions, SpectralClusterer, configs
+        from spectralcluster import (
+            AutoTune,
+            RefinementOptions,
+            SpectralClusterer,
+            configs,
+        )
     except ImportError as exc:
         raise ImportError("spectral clustering needs spectralcluster: "
                           "pip install 'harken[diarize]'") from exc

@@ -13,15 +13,21 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from harken.errors import ConfigError
-from harken.speakers import HOP, SAMPLE_RATE, SpeakerConfig, SpeakerEncoder, build_network
+from harken.speakers import (
+    HOP,
+    SAMPLE_RATE,
+    SpeakerConfig,
+    SpeakerEncoder,
+    build_network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,7 @@ def train_speaker_encoder(config: SpeakerConfig, utterances: Sequence[np.ndarray
     warmup = max(1, options.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / options.steps)))))
-    frames = int(round(config.window_seconds * SAMPLE_RATE / HOP)) + 1
+    frames = round(config.window_seconds * SAMPLE_RATE / HOP) + 1
     network.train()
     began = time.monotonic()
     for step in range(options.steps):

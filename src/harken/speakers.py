@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,7 +189,7 @@ class SpeakerEncoder:
 
     @property
     def window_samples(self) -> int:
-        return int(round(self.config.window_seconds * SAMPLE_RATE))
+        return round(self.config.window_seconds * SAMPLE_RATE)
 
     def embed_windows(self, audio: np.ndarray, windows: Sequence[tuple[int, int]],
                       batch_size: int = BATCH_WINDOWS) -> np.ndarray:
@@ -230,7 +231,7 @@ class SpeakerEncoder:
         (windows of `window_seconds` every `hop_seconds`, default half a window)."""
         audio = np.asarray(audio, np.float32)
         win = self.window_samples
-        hop = int(round((hop_seconds or self.config.window_seconds / 2) * SAMPLE_RATE))
+        hop = round((hop_seconds or self.config.window_seconds / 2) * SAMPLE_RATE)
         starts = list(range(0, max(1, len(audio) - win + 1), max(1, hop)))
         windows = [(s, min(len(audio), s + win)) for s in starts]
         mean = self.embed_windows(audio, windows).mean(axis=0)
