@@ -29,8 +29,8 @@ DEFAULT_MAX_SPEAKERS = 8
 # (for the bundled GE2E encoder; chosen on training speakers, see docs/diarization.md).
 DEFAULT_THRESHOLD = 0.36
 MIN_SPEECH_SECONDS = 0.1
-# "auto": spectral clustering when the number of speakers is given, agglomerative when it is
-# estimated (the better of the two in each case on training speakers, docs/diarization.md).
+# "auto": agglomerative when the number of speakers is estimated; when it is given, the more
+# cohesive of the agglomerative and spectral partitions (docs/diarization.md).
 CLUSTERING = ("auto", "agglomerative", "spectral")
 MIN_CLUSTER_SHARE = 0.08  # an estimated speaker has at least this share of the windows
 MERGE_DISTANCE = 0.15  # estimated speakers whose centroids are closer are one speaker
@@ -43,8 +43,7 @@ class DiarizeOptions:
     average linkage). Windows of `window_seconds` every `hop_seconds` inside speech segments
     found by `vad` ("auto", "webrtc", "silero", "energy"); `smoothing` windows of median
     filtering on the labels; `encoder`: a speaker encoder folder (None: the bundled one);
-    `clustering`: "agglomerative", "spectral" (`spectralcluster`, an estimated count by
-    eigengap) or "auto" (spectral when `speakers` is given, else agglomerative)."""
+    `clustering`: "agglomerative", "spectral" or "auto" (see `cluster_embeddings`)."""
 
     speakers: int | None = None
     min_speakers: int = 1
@@ -139,14 +138,16 @@ class Diarization:
 def cluster_embeddings(embeddings: np.ndarray, speakers: int | None = None, *,
                        min_speakers: int = 1, max_speakers: int = DEFAULT_MAX_SPEAKERS,
                        threshold: float = DEFAULT_THRESHOLD,
-                       method: str = "agglomerative") -> np.ndarray:
+                       method: str = "auto") -> np.ndarray:
     """(N, D) embeddings -> (N,) cluster indices 0..K-1, numbered by first appearance.
 
-    Agglomerative clustering, cosine distance, average linkage; cut into `speakers` clusters
-    when given, else where clusters are more than `threshold` apart, the count kept within
-    [min_speakers, max_speakers]. A refinement pass moves each embedding to its nearest
-    cluster centroid. `method="spectral"` clusters with `spectralcluster` (ICASSP 2018
-    affinity refinement, count by eigengap) once the agglomerative count is above one."""
+    "agglomerative": cosine distance, average linkage; cut into `speakers` clusters when
+    given, else where clusters are more than `threshold` apart, the count kept within
+    [min_speakers, max_speakers], small clusters folded in and close ones joined; a few k-means
+    steps refine the partition. "spectral": `spectralcluster` (ICASSP 2018 affinity
+    refinement; an estimated count by eigengap once the agglomerative count is above one).
+    "auto": agglomerative when the count is estimated; when it is given, whichever of the two
+    partitions holds its windows closer to their centroids."""
     try:
         from scipy.cluster.hierarchy import fcluster, linkage
     except ImportError as exc:
@@ -169,17 +170,32 @@ def cluster_embeddings(embeddings: np.ndarray, speakers: int | None = None, *,
     else:
         k = speakers
     k = min(k, n)
-    if method == "spectral" and k > 1 and n > 2 * max(k, min_speakers):
+    spectral = None
+    if method != "agglomerative" and k > 1 and n > 2 * max(k, min_speakers) and (
+            method == "spectral" or speakers is not None):
         labels = _spectral(emb, speakers, max(2, min_speakers), max_speakers)
-        return _renumber(_refine(emb, labels, int(labels.max()) + 1))
+        spectral = _renumber(_refine(emb, labels, int(labels.max()) + 1))
+        if method == "spectral":
+            return spectral
     labels = fcluster(tree, k, criterion="maxclust") - 1
     if speakers is None and k > min_speakers:
         labels = _drop_small(emb, labels, min_speakers)
         labels = _refine(emb, labels, len(np.unique(labels)))
         labels = _merge_close(emb, labels, min_speakers)
         k = len(np.unique(labels))
-    labels = _refine(emb, labels, k)
-    return _renumber(labels)
+    labels = _renumber(_refine(emb, labels, k))
+    if spectral is not None and _cohesion(emb, spectral) > _cohesion(emb, labels):
+        return spectral
+    return labels
+
+
+def _cohesion(emb: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cosine similarity of unit embeddings to their cluster's centroid direction."""
+    total = 0.0
+    for c in np.unique(labels):
+        members = emb[labels == c]
+        total += float(np.linalg.norm(members.sum(axis=0)))  # = sum of cosines to the mean
+    return total / len(emb)
 
 
 def _drop_small(emb: np.ndarray, labels: np.ndarray, min_speakers: int) -> np.ndarray:
@@ -355,8 +371,7 @@ def windows_to_diarization(windows: Sequence[tuple[float, float]], embeddings: n
         return Diarization([], duration)
     labels = cluster_embeddings(embeddings, options.speakers, min_speakers=options.min_speakers,
                                 max_speakers=options.max_speakers, threshold=options.threshold,
-                                method=options.clustering if options.clustering != "auto" else
-                                "spectral" if options.speakers else "agglomerative")
+                                method=options.clustering)
     labels = _smooth(labels, windows, options.smoothing)
     turns: list[SpeakerTurn] = []
     centres = [(s + e) / 2 for s, e in windows]
