@@ -31,7 +31,12 @@ from harken.speaker_training import (
     equal_error_rate,
     train_speaker_encoder,
 )
-from harken.speakers import MelPower, load_speaker_encoder, xvector_config
+from harken.speakers import (
+    MelPower,
+    convert_resemblyzer,
+    load_speaker_encoder,
+    xvector_config,
+)
 from harken.transcribe import format_transcript
 
 pytest.importorskip("scipy")
@@ -133,6 +138,32 @@ def test_bundled_encoder_loads_checked_and_rejects_bad_folders(tmp_path: Path) -
         load_speaker_encoder(folder)
     with pytest.raises(ValueError, match="shorter than"):
         encoder.embed_windows(np.zeros(8000, np.float32), [(0, 100)])
+
+
+class _RunsCode:
+    """Unpickling this runs a command: what a weights-only load must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def test_resemblyzer_checkpoints_convert_without_running_code(tmp_path: Path) -> None:
+    bundled = load_speaker_encoder()
+    weights = dict(bundled.network.state_dict())
+    torch.save({"model_state": {**weights, "similarity_weight": torch.tensor([10.0])},
+                "step": 1, "optimizer_state": {"state": {}}}, tmp_path / "pretrained.pt")
+    converted = load_speaker_encoder(convert_resemblyzer(tmp_path / "pretrained.pt",
+                                                         tmp_path / "ge2e"))
+    x = np.random.default_rng(1).standard_normal(20000).astype(np.float32) * 0.1
+    np.testing.assert_array_equal(converted.embed(x), bundled.embed(x))
+    marker = tmp_path / "ran"
+    torch.save({"model_state": _RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="not a weights-only torch checkpoint"):
+        convert_resemblyzer(tmp_path / "evil.pt", tmp_path / "evil")
+    assert not marker.exists()
 
 
 def test_tiny_xvector_trained_in_seconds_separates_two_voices(tmp_path: Path) -> None:

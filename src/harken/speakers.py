@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +283,10 @@ def convert_resemblyzer(checkpoint: str | os.PathLike, folder: str | os.PathLike
 
     The checkpoint is read with `torch.load(weights_only=True)`, which refuses any pickled
     object other than tensors and plain containers (no code runs)."""
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{checkpoint}: not a weights-only torch checkpoint ({exc})") from exc
     weights = state.get("model_state", state) if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise ModelError(f"{checkpoint}: no model_state in this checkpoint")
@@ -296,8 +299,3 @@ def convert_resemblyzer(checkpoint: str | os.PathLike, folder: str | os.PathLike
         raise ModelError(f"{checkpoint}: not a Resemblyzer voice encoder: {exc}") from exc
     return SpeakerEncoder(config, network).save(folder)
 
-
-def with_window(encoder: SpeakerEncoder, window_seconds: float) -> SpeakerEncoder:
-    """The same encoder embedding windows of another length (the network is shared)."""
-    return SpeakerEncoder(replace(encoder.config, window_seconds=window_seconds),
-                          encoder.network, encoder.path)
