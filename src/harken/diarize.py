@@ -338,6 +338,7 @@ def embed_speech(wave: np.ndarray, encoder: Any, options: DiarizeOptions
                  ) -> tuple[list[tuple[float, float]], np.ndarray]:
     """The speech windows of a waveform and their (N, D) embeddings, `chunk_seconds` of audio
     at a time (so features never exist for more than one chunk)."""
+    from harken.speakers import MIN_WINDOW_SAMPLES
     from harken.vad import split_speech
 
     chunk = int(options.chunk_seconds * SAMPLE_RATE)
@@ -356,7 +357,7 @@ def embed_speech(wave: np.ndarray, encoder: Any, options: DiarizeOptions
         if not spans:
             continue
         samples = [(round(s * SAMPLE_RATE), round(e * SAMPLE_RATE)) for s, e in spans]
-        samples = [(s, max(e, s + 400)) for s, e in samples]
+        samples = [(s, max(e, s + MIN_WINDOW_SAMPLES)) for s, e in samples]
         parts.append(encoder.embed_windows(piece, samples))
         windows.extend((offset + s, offset + e) for s, e in spans)
     dim = encoder.config.embedding_dim
@@ -372,7 +373,7 @@ def windows_to_diarization(windows: Sequence[tuple[float, float]], embeddings: n
     labels = cluster_embeddings(embeddings, options.speakers, min_speakers=options.min_speakers,
                                 max_speakers=options.max_speakers, threshold=options.threshold,
                                 method=options.clustering)
-    labels = _smooth(labels, windows, options.smoothing)
+    labels = _renumber(_smooth(labels, windows, options.smoothing))  # S1 speaks first
     turns: list[SpeakerTurn] = []
     centres = [(s + e) / 2 for s, e in windows]
     for i, (start, end) in enumerate(windows):
@@ -484,13 +485,15 @@ class OnlineDiarizer:
 
     def embed(self, audio: np.ndarray) -> np.ndarray | None:
         """The mean unit embedding of an utterance's windows (None: too short to tell)."""
+        from harken.speakers import MIN_WINDOW_SAMPLES
+
         audio = np.asarray(audio, np.float32)
         if len(audio) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
             return None
         spans = _windows([(0.0, len(audio) / SAMPLE_RATE)], self.window_seconds,
                          self.hop_seconds)
         samples = [(round(s * SAMPLE_RATE), max(round(e * SAMPLE_RATE),
-                                                 round(s * SAMPLE_RATE) + 400)) for s, e in spans]
+                                                 round(s * SAMPLE_RATE) + MIN_WINDOW_SAMPLES)) for s, e in spans]
         mean = self.encoder.embed_windows(audio, samples).mean(axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
