@@ -450,7 +450,7 @@ class StreamSession:
             from harken.diarize import OnlineDiarizer
 
             self.speakers = OnlineDiarizer()
-        self._audio = np.zeros(0, np.float32)  # the audio of the open utterance (diarize only)
+        self._audio: list[np.ndarray] = []  # chunks of the open utterance (diarize only)
         self._utterance_start = 0.0
         self._last_partial = ""
         self._partial_at = 0.0
@@ -480,7 +480,7 @@ class StreamSession:
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples)
         if self.speakers is not None:
-            self._audio = np.concatenate([self._audio, samples])
+            self._audio.append(samples)
         messages = [self._final(t) for t in self.stream.feed(samples)]
         messages = [m for m in messages if m["text"]]
         if messages:
@@ -506,7 +506,7 @@ class StreamSession:
             if self.resampler is not None:
                 tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
                 if self.speakers is not None:
-                    self._audio = np.concatenate([self._audio, tail])
+                    self._audio.append(tail)
                 messages = [m for m in map(self._final, self.stream.feed(tail)) if m["text"]]
             return [*messages, self._final(self.stream.finish())]
 
@@ -519,7 +519,9 @@ class StreamSession:
                    "audio_seconds": round(self.seconds, 3)}
         if self.speakers is not None:
             cut = round(transcript.duration * self.stream.sample_rate)
-            utterance, self._audio = self._audio[:cut], self._audio[cut:]
+            audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+            utterance, rest = audio[:cut], audio[cut:]
+            self._audio = [rest] if len(rest) else []
             speaker = self.speakers.label(utterance) if transcript.text else None
             message["speaker"] = speaker
             for word in message["words"]:
