@@ -12,8 +12,11 @@ from harken.decoding.types import Segment, Transcript
 from harken.errors import HarkenError
 from harken.audio import is_audio_file, load_audio
 from harken.training.manifests import MANIFEST_SUFFIXES, read_audio_list
+from harken.diarization.diarize import assign_speakers, diarize, speaker_turn_text, transcript_turns
 
 FORMATS = ("txt", "json", "srt", "vtt")
+SPEAKER_FORMATS = ("rttm",)  # speaker turns: only for diarized transcripts
+ALL_FORMATS = FORMATS + SPEAKER_FORMATS
 # Subtitle cues: at most this many lines of at most this many characters (broadcast guidelines
 # use 37-42 characters and two lines), cut at word boundaries.
 SUBTITLE_LINE_CHARS = 42
@@ -67,12 +70,14 @@ def is_manifest(path: Path) -> bool:
 
 
 def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
-                     group_size: int = 8, vad: str | None = "auto") -> Iterator[FileResult]:
+                     group_size: int = 8, vad: str | None = "auto",
+                     diarize: Any = None) -> Iterator[FileResult]:
     """Transcribe files in groups (batched network); a file that fails is reported, not fatal.
 
     When a group fails as a whole, its files are run one by one so only the bad one is lost.
 
-    `vad` cuts long files into speech segments (see `Model.transcribe`); None keeps all audio."""
+    `vad` cuts long files into speech segments (see `Model.transcribe`); None keeps all audio.
+    `diarize` (a `harken.diarization.diarize.DiarizeOptions`) labels words and segments with speakers."""
 
     paths = list(paths)
     for start in range(0, len(paths), group_size):
@@ -92,8 +97,23 @@ def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
             except Exception:  # noqa: BLE001 - find the file that failed, keep the others
                 for path, wave in loaded:
                     results[path] = _transcribe_alone(model, path, wave, options, vad)
+        if diarize is not None:
+            for path, wave in loaded:
+                if results[path].transcript is not None:
+                    results[path] = _diarized(results[path], wave, diarize)
         for path in group:
             yield results[path]
+
+
+def _diarized(result: FileResult, wave: Any, options: Any) -> FileResult:
+    """Speakers for a transcribed file; a failure is that file's error."""
+
+    try:
+        assign_speakers(result.transcript, diarize(wave, options))
+        return result
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end a long job
+        message = str(exc) if isinstance(exc, HarkenError) else f"{type(exc).__name__}: {exc}"
+        return FileResult(result.path, error=f"{result.path}: diarization: {message}")
 
 
 def _transcribe_alone(model: Any, path: Path, wave: Any, options: Any,
@@ -106,20 +126,36 @@ def _transcribe_alone(model: Any, path: Path, wave: Any, options: Any,
         return FileResult(path, error=message if str(path) in message else f"{path}: {message}")
 
 
-def format_transcript(transcript: Transcript, fmt: str) -> str:
-    """Render a transcript as plain text, JSON, SubRip (srt) or WebVTT (vtt)."""
+def format_transcript(transcript: Transcript, fmt: str, file_id: str = "audio") -> str:
+    """Render a transcript as plain text, JSON, SubRip (srt), WebVTT (vtt) or RTTM.
+
+    A diarized transcript (segments with speakers) prints one ``[S1] ...`` line per speaker
+    turn as txt, ``[S1]`` before each srt cue and a ``<v S1>`` voice tag in vtt; RTTM (speaker
+    turns, `file_id` naming the recording) needs one."""
+    diarized = any(s.speaker is not None for s in transcript.segments)
     if fmt == "txt":
+        if diarized:
+
+            return speaker_turn_text(transcript) + "\n"
         return transcript.text + "\n"
     if fmt == "json":
         return json.dumps(transcript.to_dict(), indent=2) + "\n"
     if fmt == "srt":
-        return "".join(f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n\n"
-                       for i, (start, end, text) in enumerate(subtitle_cues(transcript), 1))
+        return "".join(f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n"
+                       f"{f'[{who}] ' if who else ''}{text}\n\n"
+                       for i, (start, end, text, who) in enumerate(speaker_cues(transcript), 1))
     if fmt == "vtt":
         return "WEBVTT\n\n" + "".join(
-            f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n\n"
-            for start, end, text in subtitle_cues(transcript))
-    raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+            f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n"
+            f"{f'<v {who}>' if who else ''}{text}\n\n"
+            for start, end, text, who in speaker_cues(transcript))
+    if fmt == "rttm":
+        if not diarized:
+            raise ValueError("the rttm format needs speakers: transcribe with diarization "
+                             "(--diarize)")
+
+        return transcript_turns(transcript).to_rttm(file_id)
+    raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(ALL_FORMATS)}")
 
 
 def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
@@ -127,7 +163,13 @@ def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
     """(start, end, text) subtitle cues: each segment cut into cues of at most `lines` lines of
     at most `line_chars` characters (a longer single word gets a line of its own), timed by
     their words. Text without word times is spread over its segment by character count."""
-    cues: list[tuple[float, float, str]] = []
+    return [cue[:3] for cue in speaker_cues(transcript, line_chars, lines)]
+
+
+def speaker_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
+                 lines: int = SUBTITLE_LINES) -> list[tuple[float, float, str, str | None]]:
+    """`subtitle_cues` with the speaker of each cue's segment (None when not diarized)."""
+    cues: list[tuple[float, float, str, str | None]] = []
     for segment in transcript_segments(transcript):
         timed = [(w.word, w.start, w.end) for w in segment.words]
         if not timed:  # spread the segment's time over its words by their length
@@ -141,11 +183,11 @@ def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
         current: list[tuple[str, float, float]] = []
         for item in timed:
             if current and len(_wrap([w for w, _, _ in current + [item]], line_chars)) > lines:
-                cues.append(_cue(current, line_chars))
+                cues.append((*_cue(current, line_chars), segment.speaker))
                 current = []
             current.append(item)
         if current:
-            cues.append(_cue(current, line_chars))
+            cues.append((*_cue(current, line_chars), segment.speaker))
     return cues
 
 
@@ -183,7 +225,7 @@ def write_result(result: FileResult, fmt: str, output_dir: Path | None) -> Path 
     if output_dir is None or result.transcript is None:
         return None
     target = output_dir / f"{result.path.stem}.{fmt}"
-    atomic_write_text(target, format_transcript(result.transcript, fmt))
+    atomic_write_text(target, format_transcript(result.transcript, fmt, result.path.stem))
     return target
 
 

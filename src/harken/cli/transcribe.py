@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from harken.errors import ConfigError, HarkenError, ModelError, UsageError
-from harken.serving.batch_jobs import (FILES_PER_TASK, FORMATS, SUMMARY_FILE, BatchSettings, format_clock,
+from harken.serving.batch_jobs import (FILES_PER_TASK, SUMMARY_FILE, BatchSettings, format_clock,
                                        collect_inputs, read_summary, run_batch)
 from harken.cli.common import add_decode_args, add_model_args, decode_overrides, load_checked, resolve_backend
-from harken.transcribe import expand_inputs, format_transcript, transcribe_files
+
+from harken.diarization.diarize import DEFAULT_MAX_SPEAKERS, DiarizeOptions
+from harken.transcribe import ALL_FORMATS, FORMATS, expand_inputs, format_transcript, transcribe_files
 
 # A transcript with no words from less audio than this gets a note saying why it is empty.
 MIN_SPEECH_SECONDS = 0.25
@@ -33,7 +35,8 @@ def register(sub: Any) -> None:
     add_model_args(p)
     add_decode_args(p)
     p.add_argument("--format", "-f", type=output_formats, default="txt",
-                   help="txt, json, srt or vtt; with --output-dir a comma-separated list or all")
+                   help="txt, json, srt, vtt or rttm (speaker turns, with --diarize); with "
+                        "--output-dir a comma-separated list or all")
     p.add_argument("--output-dir", "-o", type=Path, default=None,
                    help="write <name>.<format> files here instead of printing")
     p.add_argument("--no-progress", action="store_true",
@@ -41,6 +44,7 @@ def register(sub: Any) -> None:
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
+    add_diarize_args(p)
     add_batch_args(p)
     p.set_defaults(func=_run_transcribe)
 
@@ -57,11 +61,11 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         raise UsageError(f"-f {args.format} holds one file's subtitles: {len(paths)} inputs "
                          f"need --output-dir (one .{args.format} file each)")
     model, options = load_checked(args)
-    return _print_transcripts(model, options, paths, args)
+    return _print_transcripts(model, options, paths, args, diarize_options_from_args(args))
 
 
-def _print_transcripts(model: Any, options: Any, paths: list[Path],
-                       args: argparse.Namespace) -> int:
+def _print_transcripts(model: Any, options: Any, paths: list[Path], args: argparse.Namespace,
+                       diarize: Any = None) -> int:
     """Transcribe `paths` to stdout: one input as it is formatted; several as 'FILE: text'
     lines (txt) or JSON Lines with the file in each object (json). Returns the exit status."""
     bar = None
@@ -72,7 +76,7 @@ def _print_transcripts(model: Any, options: Any, paths: list[Path],
     several = len(paths) > 1
     failures = 0
     vad = None if args.vad == "none" else args.vad
-    for result in transcribe_files(model, paths, options, vad=vad):
+    for result in transcribe_files(model, paths, options, vad=vad, diarize=diarize):
         if bar is not None:
             bar.update(1)
         if result.error is not None:
@@ -89,7 +93,7 @@ def _print_transcripts(model: Any, options: Any, paths: list[Path],
         if several and args.format == "json":
             text = json.dumps({"file": str(result.path), **transcript.to_dict()}) + "\n"
         else:
-            text = format_transcript(transcript, args.format)
+            text = format_transcript(transcript, args.format, result.path.stem)
             if several:
                 text = f"{result.path}: {text}"
         sys.stdout.write(text)
@@ -109,13 +113,15 @@ def _empty_reason(duration: float) -> str:
 
 
 def output_formats(value: str) -> str:
-    """argparse type of --format: one format or a comma-separated list ("all": every one)."""
-    names = FORMATS if value == "all" else tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [n for n in names if n not in FORMATS]
+    """argparse type of --format: one format or a comma-separated list ("all": every
+    transcript format; rttm, speaker turns, only when named)."""
+    names = tuple(dict.fromkeys(n for v in value.split(",") if v.strip()
+                                for n in (FORMATS if v.strip() == "all" else (v.strip(),))))
+    unknown = [n for n in names if n not in ALL_FORMATS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown format {', '.join(unknown) or repr(value)}; choose from "
-            f"{', '.join(FORMATS)}, a comma-separated list or 'all'")
+            f"{', '.join(ALL_FORMATS)}, a comma-separated list or 'all'")
     return ",".join(names)
 
 
@@ -155,7 +161,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
                              backend=resolve_backend(model, args.backend),
                              decode=decode_overrides(args),
                              vad=None if args.vad == "none" else args.vad,
-                             formats=tuple(args.format.split(",")), threads=threads)
+                             formats=tuple(args.format.split(",")), threads=threads,
+                             diarize=diarize_options_from_args(args))
     try:
         report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
                            ray_address=args.ray, files_per_task=args.files_per_task,
@@ -173,3 +180,51 @@ def run_batch_command(args: argparse.Namespace) -> int:
           f"{report.audio_seconds / 3600:.2f} h audio in {format_clock(report.seconds)} "
           f"(RTF {report.rtf:.3f}); summary: {report.summary}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def speaker_count(value: str) -> int:
+    """argparse type for --speakers/--min-speakers/--max-speakers: a whole number >= 1."""
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1 or str(number) != value.strip():
+        raise argparse.ArgumentTypeError(f"expected a whole number of speakers >= 1, got {value!r}")
+    return number
+
+
+def add_diarize_args(parser: Any) -> None:
+    """--diarize and its settings, for `harken transcribe`."""
+    group = parser.add_argument_group("speakers", "who spoke when (docs/diarization.md)")
+    group.add_argument("--diarize", action="store_true",
+                       help="label words and segments with speakers (S1, S2, ...); "
+                            "txt prints one [S1] line per turn; enables --format rttm")
+    group.add_argument("--speakers", type=speaker_count, default=None, metavar="N",
+                       help="the number of speakers, when known (default: estimated)")
+    group.add_argument("--min-speakers", type=speaker_count, default=1, metavar="N")
+    group.add_argument("--max-speakers", type=speaker_count, default=DEFAULT_MAX_SPEAKERS,
+                       metavar="N")
+    group.add_argument("--speaker-model", default=None, metavar="DIR",
+                       help="a speaker encoder folder (default: the bundled GE2E encoder)")
+
+
+def diarize_options_from_args(args: Any) -> DiarizeOptions | None:
+    """The `DiarizeOptions` the command line asks for (None without --diarize); speaker
+    settings without --diarize, or rttm output without it, are usage errors."""
+    formats = str(getattr(args, "format", "") or "").split(",")
+    if not args.diarize:
+        given = [flag for flag, value, default in (
+            ("--speakers", args.speakers, None), ("--min-speakers", args.min_speakers, 1),
+            ("--max-speakers", args.max_speakers, DEFAULT_MAX_SPEAKERS),
+            ("--speaker-model", args.speaker_model, None)) if value != default]
+        if given:
+            raise ConfigError(f"{', '.join(given)} need --diarize")
+        if "rttm" in formats:
+            raise ConfigError("--format rttm needs --diarize")
+        return None
+    return DiarizeOptions(speakers=args.speakers, min_speakers=args.min_speakers,
+                          max_speakers=max(args.max_speakers, args.speakers or 1),
+                          encoder=args.speaker_model,
+                          vad="auto" if getattr(args, "vad", "auto") == "none" else args.vad)

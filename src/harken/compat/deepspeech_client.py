@@ -30,8 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from harken.audio import load_audio
-from harken.compat.deepspeech import Model
-from harken.compat.deepspeech import version
+from harken.compat.deepspeech import Model, version
 from harken.modelfile import ASSETS, bundled_models
 
 GRAPH_SUFFIXES = (".pbmm", ".pb", ".tflite")

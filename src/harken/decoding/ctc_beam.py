@@ -61,8 +61,8 @@ from harken.decoding.types import Alternative, Transcript, WordTokenizer
 from harken.decoding.greedy import check_log_probs, collapse_path, path_transcript
 from harken.errors import ConfigError
 from harken.decoding.lm import UNK, WORD_BOUNDARY, LMInfo, info_path, lm_vocabulary, read_lm_info
-from harken.decoding.lexicon_cache import cache_key as lexicon_key, load_lexicon
-from harken.decoding.lexicon_cache import make_lexicon, save_lexicon
+from harken.decoding.lexicon_cache import (cache_key as lexicon_key, load_lexicon, make_lexicon,
+                                           save_lexicon)
 
 _IMPOSSIBLE = -1e9  # emission score of a token that cannot occur in a frame
 _WORD_START = "\u2581"  # SentencePiece's mark of a word's first piece

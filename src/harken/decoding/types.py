@@ -4,8 +4,8 @@ alternatives), shared by greedy, beam and transducer search."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol, Sequence
 
 # A pause longer than this between two words starts a new segment (subtitles, long audio).
 SEGMENT_PAUSE_SECONDS = 0.8
@@ -27,12 +27,14 @@ class WordTokenizer(Protocol):
 
 @dataclass
 class Word:
-    """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1]."""
+    """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1]; `speaker` is
+    set by diarization (`harken.diarization`), None otherwise."""
 
     word: str
     start: float
     end: float
     confidence: float
+    speaker: str | None = None
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Segment:
     start: float
     end: float
     words: list[Word] = field(default_factory=list)
+    speaker: str | None = None  # set by diarization: the one speaker of all its words
 
 
 @dataclass
@@ -71,11 +74,19 @@ class Transcript:
     score: float = 0.0
     duration: float = 0.0
     alternatives: list[Alternative] = field(default_factory=list)
+    # who spoke when (`harken.diarization.SpeakerTurn`s), set by diarization; empty otherwise
+    speaker_turns: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
+        out = asdict(self)
+        # `speaker` appears only in diarized transcripts
+        for item in [*out["words"], *out["segments"],
+                     *(w for s in out["segments"] for w in s["words"])]:
+            if item.get("speaker") is None:
+                item.pop("speaker", None)
+        if not out["speaker_turns"]:
+            del out["speaker_turns"]
+        return out
 
 
 

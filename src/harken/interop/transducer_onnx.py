@@ -42,9 +42,9 @@ from harken.decoding.types import Transcript, build_transcript
 from harken.errors import ModelError, require
 from harken.audio import load_audio
 from harken.features import FeatureConfig, LogMel
-from harken.modelfile import CONFIG_FILE, ModelConfig, sha256_file
+from harken.modelfile import (carry_language_model, CONFIG_FILE, LM_INFO_SUFFIX, ModelConfig,
+                              sha256_file)
 from harken.text import load_tokenizer, save_tokenizer
-from harken.modelfile import LM_INFO_SUFFIX, carry_language_model
 
 GRAPHS = ("encoder.onnx", "predictor.onnx", "joint.onnx")
 OPSET = 17

@@ -44,12 +44,12 @@ from harken.model import merge_transcripts, split_long_audio
 from harken.serving.jobs import JobStore
 from harken.transcribe import transcript_segments, format_transcript
 from harken.vad import EndpointConfig
-from harken.serving.limits import check_audio_message, parse_text_message
-from harken.serving.limits import check_hotwords
+from harken.serving.limits import (check_audio_message, check_hotwords, parse_text_message,
+                                   trim_memory)
 from harken.serving.openai_api import (form_language, form_overrides, model_card, openai_routes,
                                        PROMPT_HOTWORD_BOOST, prompt_hotwords,
                                        streamed_transcription)
-from harken.serving.limits import trim_memory
+from harken.diarization.diarize import assign_speakers, diarize, DiarizeOptions, OnlineDiarizer
 
 log = logging.getLogger("harken.serving.app")
 
@@ -115,8 +115,41 @@ class Metrics:
 
 
 def _word_dict(word: Word) -> dict[str, Any]:
-    return {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3),
-            "confidence": round(word.confidence, 4)}
+    out = {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3),
+           "confidence": round(word.confidence, 4)}
+    if word.speaker is not None:
+        out["speaker"] = word.speaker
+    return out
+
+
+def form_diarize(form: Any) -> dict[str, Any] | None:
+    """The diarization a request asks for (form fields `diarize`, `speakers`,
+    `min_speakers`, `max_speakers`) as JSON-ready settings, None when not asked."""
+
+    value = str(form.get("diarize") or "false").strip().lower()
+    if value not in ("true", "1", "yes", "false", "0", "no"):
+        raise RequestError(400, f"diarize must be true or false, got {value!r}", "bad_request",
+                           "diarize")
+    counts: dict[str, Any] = {}
+    for name in ("speakers", "min_speakers", "max_speakers"):
+        raw = form.get(name)
+        if raw in (None, ""):
+            continue
+        if value not in ("true", "1", "yes"):
+            raise RequestError(400, f"{name} needs diarize=true", "bad_request", name)
+        if not str(raw).strip().isdigit() or int(raw) < 1:
+            raise RequestError(400, f"{name} must be a whole number >= 1, got {raw!r}",
+                               "bad_request", name)
+        counts[name] = int(raw)
+    if value not in ("true", "1", "yes"):
+        return None
+    if "speakers" in counts:
+        counts["max_speakers"] = max(counts.get("max_speakers", 1), counts["speakers"])
+    try:
+        DiarizeOptions(**counts)
+    except ConfigError as exc:
+        raise RequestError(400, str(exc), "bad_request", "speakers") from None
+    return counts
 
 
 def verbose_json(transcript: Transcript, language: str,
@@ -132,10 +165,14 @@ def verbose_json(transcript: Transcript, language: str,
              "text": s.text, "tokens": [], "temperature": 0.0,
              "avg_logprob": round(float(np.mean([math.log(max(w.confidence, 1e-9))
                                                  for w in s.words])) if s.words else 0.0, 4),
-             "compression_ratio": 1.0, "no_speech_prob": 0.0}
+             "compression_ratio": 1.0, "no_speech_prob": 0.0,
+             **({"speaker": s.speaker} if s.speaker is not None else {})}
             for i, s in enumerate(transcript_segments(transcript))]
     if "word" in granularities:
         out["words"] = [_word_dict(w) for w in transcript.words]
+    speakers = list(dict.fromkeys(s.speaker for s in transcript.segments if s.speaker))
+    if speakers:
+        out["speakers"] = speakers
     return out
 
 
@@ -213,9 +250,10 @@ class Service:
         return overrides
 
     async def transcribe(self, data: bytes, filename: str, overrides: dict[str, Any],
-                         max_seconds: float | None, endpoint: str) -> Transcript:
+                         max_seconds: float | None, endpoint: str,
+                         diarize: dict[str, Any] | None = None) -> Transcript:
         """Transcribe an uploaded file exactly as `Model.transcribe` does, batching the network
-        with concurrent requests."""
+        with concurrent requests; `diarize` (`DiarizeOptions` fields) labels speakers."""
 
         model, started = self.model, time.perf_counter()
         wave = await self.run_sync(load_upload, data, filename, model.sample_rate)
@@ -234,6 +272,9 @@ class Service:
                                       in zip(pieces, log_probs)], seconds)
 
         transcript = await self.run_sync(finish)
+        if diarize is not None:
+            transcript = await self.run_sync(_diarize_transcript, transcript, wave, diarize,
+                                             self.config.vad)
         self.metrics.audio_seconds.labels(endpoint).inc(seconds)
         if seconds > 0:
             self.metrics.real_time_factor.labels(endpoint).observe(
@@ -261,7 +302,7 @@ class Service:
             try:
                 transcript = await self.transcribe(
                     audio, job.filename or "upload", self.decode_overrides(options.get("hotwords")),
-                    None, "jobs")
+                    None, "jobs", options.get("diarize"))
                 result = verbose_json(transcript, options.get("language") or "en",
                                       TIMESTAMP_GRANULARITIES)
                 await asyncio.to_thread(self.jobs.finish, job.id, result)
@@ -283,7 +324,7 @@ class StreamSession:
     def __init__(self, service: Service, settings: dict[str, Any]) -> None:
 
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
-                 "silence_ms"}
+                 "silence_ms", "diarize"}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"stream config: unknown keys {unknown}; expected some of "
@@ -325,6 +366,14 @@ class StreamSession:
             self.resampler = soxr.ResampleStream(self.sample_rate, model.sample_rate, 1,
                                                  dtype="float32")
         self._rest = b""  # bytes of a sample split between two messages
+        diarize = settings.get("diarize", False)
+        if not isinstance(diarize, bool):
+            raise ConfigError(f"stream config: diarize must be true or false, got {diarize!r}")
+        self.speakers = None
+        if diarize:
+
+            self.speakers = OnlineDiarizer()
+        self._audio: list[np.ndarray] = []  # chunks of the open utterance (diarize only)
         self._utterance_start = 0.0
         self._last_partial = ""
         self._partial_at = 0.0
@@ -353,6 +402,8 @@ class StreamSession:
             samples = samples.astype(np.float32)
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples)
+        if self.speakers is not None:
+            self._audio.append(samples)
         messages = [self._final(t) for t in self.stream.feed(samples)]
         messages = [m for m in messages if m["text"]]
         if messages:
@@ -377,16 +428,35 @@ class StreamSession:
             messages = []
             if self.resampler is not None:
                 tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                if self.speakers is not None:
+                    self._audio.append(tail)
                 messages = [m for m in map(self._final, self.stream.feed(tail)) if m["text"]]
             return [*messages, self._final(self.stream.finish())]
 
     def _final(self, transcript: Transcript) -> dict[str, Any]:
         start = self._utterance_start
         self._utterance_start = end = start + transcript.duration
-        return {"type": "final", "text": transcript.text,
-                "words": [_word_dict(w) for w in transcript.words],
-                "start": round(start, 3), "end": round(end, 3),
-                "audio_seconds": round(self.seconds, 3)}
+        message = {"type": "final", "text": transcript.text,
+                   "words": [_word_dict(w) for w in transcript.words],
+                   "start": round(start, 3), "end": round(end, 3),
+                   "audio_seconds": round(self.seconds, 3)}
+        if self.speakers is not None:
+            cut = round(transcript.duration * self.stream.sample_rate)
+            audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+            utterance, rest = audio[:cut], audio[cut:]
+            self._audio = [rest] if len(rest) else []
+            speaker = self.speakers.label(utterance) if transcript.text else None
+            message["speaker"] = speaker
+            for word in message["words"]:
+                word["speaker"] = speaker
+        return message
+
+
+def _diarize_transcript(transcript: Transcript, wave: np.ndarray, settings: dict[str, Any],
+                        vad: str) -> Transcript:
+
+    method = vad if vad in ("webrtc", "silero", "energy") else "auto"
+    return assign_speakers(transcript, diarize(wave, DiarizeOptions(**settings, vad=method)))
 
 
 async def _stream_endpoint(service: Service, websocket: Any) -> None:
@@ -634,13 +704,14 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
             raise RequestError(400, f"timestamp_granularities: unknown values {wrong}; expected "
                                "word and/or segment", "bad_request", "timestamp_granularities")
         overrides = form_overrides(form, service)
+        diarize = form_diarize(form)
         streamed = await streamed_transcription(service, form, data, name, overrides)
         if streamed is not None:
             return streamed
         try:
             transcript = await asyncio.wait_for(
                 service.transcribe(data, name, overrides, config.max_audio_seconds,
-                                   "/v1/audio/transcriptions"),
+                                   "/v1/audio/transcriptions", diarize),
                 config.request_timeout_seconds)
         except asyncio.TimeoutError:
             raise RequestError(504, f"transcription took longer than this server's request "
@@ -659,7 +730,7 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         data, name, form = await read_upload(request)
         await service.run_sync(load_upload, data, name, model.sample_rate)  # reject bad audio now
         options = {"hotwords": form_overrides(form, service).get("hotwords", {}),
-                   "language": form_language(form, model)}
+                   "language": form_language(form, model), "diarize": form_diarize(form)}
         job = await asyncio.to_thread(service.jobs.add, data, name, options)
         service.job_added()
         return JSONResponse(job.to_dict(), status_code=202)

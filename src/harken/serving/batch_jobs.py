@@ -34,8 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from harken.decoding.options import requested_options
 from harken.errors import ConfigError, HarkenError, require
-from harken.transcribe import (atomic_write_text, expand_inputs, format_transcript, FORMATS,
-                               is_manifest, transcribe_files)
+from harken.transcribe import (ALL_FORMATS, atomic_write_text, expand_inputs, format_transcript, is_manifest, transcribe_files)
 from harken.model import load_model
 from harken.training.manifests import read_audio_list
 
@@ -66,6 +65,7 @@ class BatchSettings:
     vad: str | None = "auto"
     formats: tuple[str, ...] = ("txt",)
     threads: int | None = None
+    diarize: Any = None  # harken.diarization.diarize.DiarizeOptions: label speakers
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,8 @@ class Transcriber:
     def __call__(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         start = time.perf_counter()
         results = list(transcribe_files(self.model, [Path(p) for p in paths], self.options,
-                                        group_size=max(1, len(paths)), vad=self.settings.vad))
+                                        group_size=max(1, len(paths)), vad=self.settings.vad,
+                                        diarize=self.settings.diarize))
         elapsed = time.perf_counter() - start
         audio = sum(r.transcript.duration for r in results if r.transcript is not None)
         rows = []
@@ -177,7 +178,8 @@ class Transcriber:
                 "duration": round(duration, 3) if duration is not None else None,
                 "seconds": round(elapsed * share, 3),
                 "texts": {} if result.transcript is None else
-                {fmt: format_transcript(result.transcript, fmt) for fmt in self.settings.formats},
+                {fmt: format_transcript(result.transcript, fmt, result.path.stem)
+                 for fmt in self.settings.formats},
             })
         return rows
 
@@ -438,8 +440,9 @@ def run_batch(inputs: Sequence[BatchInput], output_dir: str | os.PathLike[str],
     Returns counts for this run; the summary file holds every file's row.
     """
     for fmt in settings.formats:
-        if fmt not in FORMATS:
-            raise ConfigError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+        if fmt not in ALL_FORMATS:
+            raise ConfigError(f"unknown output format {fmt!r}; choose from "
+                              f"{', '.join(ALL_FORMATS)}")
     if files_per_task < 1 or workers < 1:
         raise ConfigError(f"files per task and workers must be at least 1, got "
                           f"{files_per_task} and {workers}")
@@ -498,7 +501,7 @@ def _write_outputs(row: dict[str, Any], name: str, output_dir: Path) -> dict[str
 
 def _remove_temporaries(output_dir: Path, summary: Path) -> None:
     """Delete the temporary files of writes that a killed job left (`atomic_write_text` names)."""
-    pattern = re.compile(rf"\..+\.({'|'.join(FORMATS)}|{re.escape(summary.suffix[1:])})\.\d+\.tmp")
+    pattern = re.compile(rf"\..+\.({'|'.join(ALL_FORMATS)}|{re.escape(summary.suffix[1:])})\.\d+\.tmp")
     for folder in {output_dir, summary.parent}:
         for path in folder.rglob(".*.tmp"):
             if pattern.fullmatch(path.name) and path.is_file():
