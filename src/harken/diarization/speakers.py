@@ -35,6 +35,7 @@ from torch import nn
 from harken.audio import SAMPLE_RATE
 from harken.errors import ConfigError, ModelError
 from harken.features_np import FeatureConfig, mel_filters
+from harken.modelfile import ASSETS
 
 ARCHITECTURES = ("ge2e", "xvector")
 CONFIG_FILE = "speaker.json"
@@ -44,7 +45,7 @@ HOP = 160  # 10 ms
 N_MELS = 40
 TARGET_DBFS = -30.0  # each window is brought up (never down) to this level
 MIN_WINDOW_SAMPLES = N_FFT  # shorter windows have no frame to embed
-BUNDLED_DIR = Path(__file__).parent / "assets" / "speaker-ge2e"
+BUNDLED_DIR = ASSETS / "speaker-ge2e"
 BUNDLED_SHA256 = "a5d4776b403b69593e4a10212aeacf7d35b56e9d0a2022058c6d4f888202e069"
 BATCH_WINDOWS = 64
 
