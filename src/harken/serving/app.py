@@ -592,12 +592,121 @@ def _open_path(path: str) -> bool:
     return path in ("/health", "/") or path.startswith("/static/")
 
 
+def _request_middleware(app: Any, service: Service) -> Callable[..., Any]:
+    """The HTTP middleware: request ids, the API key, errors as JSON, metrics and logs."""
+    config = service.config
+
+    async def requests(request: Any, call_next: Any) -> Any:
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        path = request.url.path
+        if (config.api_key is not None and not _open_path(path)
+                and request.method != "OPTIONS"  # CORS preflights carry no credentials
+                and not _authorized(config.api_key, request.headers.get("authorization"))):
+            response = _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                              "invalid_api_key")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # the server never dies from a request
+                log.exception("request %s %s %s failed", request_id, request.method, path)
+                response = _error(500, f"internal error (request {request_id})", "internal_error")
+        endpoint = _route_path(app, request.scope)
+        elapsed = time.perf_counter() - started
+        if path.startswith("/v1/audio/"):
+            await asyncio.to_thread(trim_memory)
+        service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        service.metrics.latency.labels(endpoint).observe(elapsed)
+        response.headers["X-Request-ID"] = request_id
+        log.info("request %s %s %s %d %.1f ms", request_id, request.method, endpoint,
+                 response.status_code, 1000 * elapsed)
+        return response
+
+    return requests
+
+
+async def read_upload(request: Any, config: ServerConfig) -> tuple[bytes, str, Any]:
+    """The multipart form's `file` (bytes, name) and the form, within the size limit."""
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise RequestError(411, "a Content-Length header is required", "length_required")
+    if int(length) > config.max_upload_bytes + MULTIPART_SLACK_BYTES:
+        raise RequestError(413, f"upload of {int(length)} bytes exceeds this server's limit "
+                           f"of {config.max_upload_bytes} bytes", "upload_too_large", "file")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise RequestError(400, "expected a multipart/form-data body with a 'file' field",
+                           "bad_request")
+    try:
+        form = await request.form(max_files=1, max_fields=100)
+    except Exception as exc:
+        raise RequestError(400, f"the multipart form could not be read ({exc})",
+                           "bad_request") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise RequestError(400, "missing form field 'file' (the audio file to transcribe)",
+                           "missing_file", "file")
+    data = await upload.read()
+    if len(data) > config.max_upload_bytes:
+        raise RequestError(413, f"upload of {len(data)} bytes exceeds this server's limit "
+                           f"of {config.max_upload_bytes} bytes", "upload_too_large", "file")
+    name = os.path.basename(upload.filename or "") or "upload"
+    return data, name, form
+
+
+def handle_errors(endpoint: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    async def handler(request: Any) -> Any:
+        try:
+            return await endpoint(request)
+        except RequestError as exc:
+            return _error(exc.status, exc.message, exc.code, exc.param)
+        except AudioError as exc:
+            return _error(400, str(exc), "bad_audio", "file")
+        except HarkenError as exc:
+            return _error(400, str(exc), "bad_request")
+    return handler
+
+
+def _service_routes(service: Service) -> list[tuple[str, Any, list[str]]]:
+    """Health, metrics, the model list, the caption page and its static files."""
+    from fastapi.responses import FileResponse, JSONResponse, Response
+
+    model, config = service.model, service.config
+
+    async def health(request: Any) -> Any:
+        return JSONResponse({"status": "ok", "model": config.model_name,
+                             "uptime_seconds": round(time.time() - service.started, 1),
+                             "active_streams": service.active_streams})
+
+    async def metrics(request: Any) -> Any:
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def models(request: Any) -> Any:
+        return JSONResponse({"object": "list", "data": [
+            model_card(model, config.model_name, int(service.started))]})
+
+    async def page(request: Any) -> Any:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    async def static(request: Any) -> Any:
+        name = request.path_params["name"]
+        path = STATIC_DIR / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise RequestError(404, f"no static file {name!r}", "not_found")
+        return FileResponse(path)
+
+    return [("/health", health, ["GET"]), ("/metrics", metrics, ["GET"]),
+            ("/v1/models", models, ["GET"]), ("/", page, ["GET"]),
+            ("/static/{name}", static, ["GET"])]
+
+
 def create_app(model: Any, config: ServerConfig | None = None) -> Any:
     """The FastAPI application serving `model` (see the module docstring for the endpoints)."""
     fastapi = require("fastapi", "server")
     require("python_multipart", "server")
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-
+    from fastapi.responses import JSONResponse, PlainTextResponse
 
     config = config or ServerConfig()
     service = Service(model, config)
@@ -619,78 +728,10 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization"])
 
-    @app.middleware("http")
-    async def requests(request: Any, call_next: Any) -> Any:
-        incoming = request.headers.get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        started = time.perf_counter()
-        path = request.url.path
-        if (config.api_key is not None and not _open_path(path)
-                and request.method != "OPTIONS"  # CORS preflights carry no credentials
-                and not _authorized(config.api_key, request.headers.get("authorization"))):
-            response = _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                              "invalid_api_key")
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # the server never dies from a request
-                log.exception("request %s %s %s failed", request_id, request.method, path)
-                response = _error(500, f"internal error (request {request_id})", "internal_error")
-        endpoint = _route_path(app, request.scope)
-        elapsed = time.perf_counter() - started
-        if path.startswith("/v1/audio/"):
-
-            await asyncio.to_thread(trim_memory)
-        service.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        service.metrics.latency.labels(endpoint).observe(elapsed)
-        response.headers["X-Request-ID"] = request_id
-        log.info("request %s %s %s %d %.1f ms", request_id, request.method, endpoint,
-                 response.status_code, 1000 * elapsed)
-        return response
-
-    async def read_upload(request: Any) -> tuple[bytes, str, Any]:
-        """The multipart form's `file` (bytes, name) and the form, within the size limit."""
-        length = request.headers.get("content-length")
-        if length is None or not length.isdigit():
-            raise RequestError(411, "a Content-Length header is required", "length_required")
-        if int(length) > config.max_upload_bytes + MULTIPART_SLACK_BYTES:
-            raise RequestError(413, f"upload of {int(length)} bytes exceeds this server's limit "
-                               f"of {config.max_upload_bytes} bytes", "upload_too_large", "file")
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise RequestError(400, "expected a multipart/form-data body with a 'file' field",
-                               "bad_request")
-        try:
-            form = await request.form(max_files=1, max_fields=100)
-        except Exception as exc:
-            raise RequestError(400, f"the multipart form could not be read ({exc})",
-                               "bad_request") from None
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise RequestError(400, "missing form field 'file' (the audio file to transcribe)",
-                               "missing_file", "file")
-        data = await upload.read()
-        if len(data) > config.max_upload_bytes:
-            raise RequestError(413, f"upload of {len(data)} bytes exceeds this server's limit "
-                               f"of {config.max_upload_bytes} bytes", "upload_too_large", "file")
-        name = os.path.basename(upload.filename or "") or "upload"
-        return data, name, form
-
-    def handle_errors(endpoint: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        async def handler(request: Any) -> Any:
-            try:
-                return await endpoint(request)
-            except RequestError as exc:
-                return _error(exc.status, exc.message, exc.code, exc.param)
-            except AudioError as exc:
-                return _error(400, str(exc), "bad_audio", "file")
-            except HarkenError as exc:
-                return _error(400, str(exc), "bad_request")
-        return handler
+    app.middleware("http")(_request_middleware(app, service))
 
     async def transcriptions(request: Any, task: str = "transcribe") -> Any:
-
-        data, name, form = await read_upload(request)
+        data, name, form = await read_upload(request, config)
         language = form_language(form, model)
         response_format = form.get("response_format") or "json"
         if response_format not in RESPONSE_FORMATS:
@@ -727,7 +768,7 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
         return PlainTextResponse(format_transcript(transcript, fmt), media_type=media)
 
     async def create_job(request: Any) -> Any:
-        data, name, form = await read_upload(request)
+        data, name, form = await read_upload(request, config)
         await service.run_sync(load_upload, data, name, model.sample_rate)  # reject bad audio now
         options = {"hotwords": form_overrides(form, service).get("hotwords", {}),
                    "language": form_language(form, model), "diarize": form_diarize(form)}
@@ -742,40 +783,13 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
             raise RequestError(404, f"no job with id {job_id!r}", "job_not_found")
         return JSONResponse(job.to_dict())
 
-    async def health(request: Any) -> Any:
-        return JSONResponse({"status": "ok", "model": config.model_name,
-                             "uptime_seconds": round(time.time() - service.started, 1),
-                             "active_streams": service.active_streams})
-
-    async def metrics(request: Any) -> Any:
-        body, content_type = service.metrics.render()
-        return Response(body, media_type=content_type)
-
-    async def models(request: Any) -> Any:
-
-        return JSONResponse({"object": "list", "data": [
-            model_card(model, config.model_name, int(service.started))]})
-
-    async def page(request: Any) -> Any:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
-
-    async def static(request: Any) -> Any:
-        name = request.path_params["name"]
-        path = STATIC_DIR / name
-        if "/" in name or name.startswith(".") or not path.is_file():
-            raise RequestError(404, f"no static file {name!r}", "not_found")
-        return FileResponse(path)
-
     async def stream(websocket: Any) -> None:
         await _stream_endpoint(service, websocket)
 
     for path, endpoint, methods in (
             ("/v1/audio/transcriptions", transcriptions, ["POST"]),
             ("/v1/jobs", create_job, ["POST"]), ("/v1/jobs/{job_id}", get_job, ["GET"]),
-            ("/health", health, ["GET"]), ("/metrics", metrics, ["GET"]),
-            ("/v1/models", models, ["GET"]), ("/", page, ["GET"]),
-            ("/static/{name}", static, ["GET"]),
-            *openai_routes(service, transcriptions)):
+            *_service_routes(service), *openai_routes(service, transcriptions)):
         app.add_route(path, handle_errors(endpoint), methods=methods)
     app.router.add_websocket_route("/v1/stream", stream)
 
