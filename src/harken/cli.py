@@ -175,8 +175,10 @@ def resolve_backend(model: str | None, backend: str | None) -> str:
         return backend
     import zipfile
 
-    from harken.model import CONFIG_FILE, resolve_model_path
+    from harken.model import CONFIG_FILE, bundled_models, resolve_model_path
 
+    if model is None or str(model) in bundled_models():  # PyTorch models (checked when loaded)
+        return "torch"
     try:
         path = resolve_model_path(model)
         if path.is_dir():
