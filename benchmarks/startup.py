@@ -37,6 +37,7 @@ STAGES = r"""
 import json, sys, time
 marks = [("start", time.process_time())]
 import torch
+torch.set_num_threads(1)  # as harken transcribe runs a small model (harken.cli)
 marks.append(("import torch", time.process_time()))
 import harken
 from harken.beam import Decoder, _load_kenlm

@@ -11,6 +11,9 @@ from typing import Any, Sequence
 
 from harken.errors import HarkenError, UsageError
 
+# PyTorch networks with fewer weights than this run on one thread unless --threads says
+# otherwise (harken transcribe, evaluate).
+SMALL_MODEL_PARAMETERS = 10_000_000
 # A transcript with no words from less audio than this gets a note saying why it is empty.
 MIN_SPEECH_SECONDS = 0.25
 # Formats whose output holds one input only: several inputs on stdout are refused.
@@ -213,6 +216,13 @@ def load_checked(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model and decoding options of the command line, with the decoder built once (its
     LM loaded, its lexicon made): a model, LM or decoding option that cannot be used is one
     `UsageError` here, before any input is read, instead of the same failure for every file."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         model = _load(args)
         options = _options(model, args)
@@ -221,7 +231,22 @@ def load_checked(args: argparse.Namespace) -> tuple[Any, Any]:
         raise
     except HarkenError as exc:
         raise UsageError(str(exc)) from exc
+    if threads is None:
+        _small_model_threads(model)
     return model, options
+
+
+def _small_model_threads(model: Any) -> None:
+    """One PyTorch thread for a small network: its per-frame work is too small to share, and
+    idle threads spinning between operations cost more than they give (docs/performance.md:
+    11x the wall time for the bundled model with 2 threads on a busy 2-core machine)."""
+    from harken.models import count_parameters
+
+    if model.config.export or count_parameters(model.network) >= SMALL_MODEL_PARAMETERS:
+        return
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # -- transcribe ------------------------------------------------------------------------------
