@@ -870,6 +870,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it",
                     args.host)
+    sock.listen(2048)  # only now: while the model loaded, connections were refused, not held
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
@@ -882,8 +883,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def bind_socket(host: str, port: int) -> Any:
-    """A listening TCP socket on `host`:`port` (0: a free port), as uvicorn binds it; a port in
-    use or an address that is not this machine's is a `HarkenError` saying so."""
+    """A TCP socket bound to `host`:`port` (0: a free port), as uvicorn binds it, not yet
+    listening; a port in use or an address that is not this machine's is a `HarkenError`."""
     import errno
     import socket
 
@@ -896,7 +897,6 @@ def bind_socket(host: str, port: int) -> Any:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
