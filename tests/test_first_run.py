@@ -259,3 +259,16 @@ def test_the_lexicon_is_cached_next_to_the_lm_and_decodes_the_same(tiny, tmp_pat
     assert decode(Decoder(model.tokenizer, options)) == decode(first)
     Decoder(model.tokenizer, DecodeOptions(lm=str(lm), hotwords={"jj": 5.0}))
     assert sorted(folder.glob("words.arpa.lexicon-*.npz")) == caches  # hotwords: not cached
+
+
+def test_threads_apply_without_output_dir_and_small_models_use_one(tiny, capsys):
+    try:
+        assert run(capsys, "transcribe", tiny / "a.wav", "--model", tiny / "tiny.harken",
+                   "--threads", 2)[0] == 0
+        assert torch.get_num_threads() == 2
+        assert run(capsys, "transcribe", tiny / "a.wav", "--model", tiny / "tiny.harken")[0] == 0
+        assert torch.get_num_threads() == 1  # a small network: one thread
+        code, out, err = run(capsys, "transcribe", tiny / "a.wav", "--threads", 0)
+        assert (code, out, err) == (2, "", "harken: error: --threads must be at least 1, got 0\n")
+    finally:
+        torch.set_num_threads(1)

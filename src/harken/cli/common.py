@@ -10,7 +10,11 @@ from typing import Any
 from harken.decoding.options import DecodeOptions, requested_options
 from harken.errors import HarkenError, UsageError
 from harken.model import Model, load_model
-from harken.modelfile import CONFIG_FILE, resolve_model_path
+from harken.modelfile import CONFIG_FILE, bundled_models, resolve_model_path
+
+# PyTorch networks with fewer weights than this run on one thread unless --threads says
+# otherwise (harken transcribe, evaluate).
+SMALL_MODEL_PARAMETERS = 10_000_000
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +75,8 @@ def resolve_backend(model: str | None, backend: str | None) -> str:
     any other (and for a model that cannot be read: loading it reports why)."""
     if backend is not None:
         return backend
+    if model is None or str(model) in bundled_models():  # PyTorch models (checked when loaded)
+        return "torch"
     try:
         path = resolve_model_path(model)
         if path.is_dir():
@@ -98,6 +104,13 @@ def load_checked(args: argparse.Namespace) -> tuple[Model, DecodeOptions | None]
     """The model and decoding options of the command line, with the decoder built once (its
     LM loaded, its lexicon made): a model, LM or decoding option that cannot be used is one
     `UsageError` here, before any input is read, instead of the same failure for every file."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        import torch  # the command is running: torch is needed (not for `harken --help`)
+
+        torch.set_num_threads(threads)
     try:
         model = load_model_args(args)
         options = decode_options(model, args)
@@ -106,4 +119,22 @@ def load_checked(args: argparse.Namespace) -> tuple[Model, DecodeOptions | None]
         raise
     except HarkenError as exc:
         raise UsageError(str(exc)) from exc
+    if threads is None:
+        _small_model_threads(model)
     return model, options
+
+
+def _small_model_threads(model: Model) -> None:
+    """One PyTorch thread for a small network: its per-frame work is too small to share, and
+    idle threads spinning between operations cost more than they give (docs/performance.md:
+    11x the wall time for the bundled model with 2 threads on a busy 2-core machine)."""
+    if model.config.export:
+        return
+    # imported when the command runs: it loads torch, `harken --help` does not
+    from harken.models.registry import count_parameters
+
+    if count_parameters(model.network) >= SMALL_MODEL_PARAMETERS:
+        return
+    import torch
+
+    torch.set_num_threads(1)

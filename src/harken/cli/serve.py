@@ -98,6 +98,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it",
                     args.host)
+    sock.listen(2048)  # only now: while the model loaded, connections were refused, not held
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,

@@ -132,7 +132,9 @@ def add_batch_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", "-j", type=int, default=1,
                        help="worker processes, each with its own model (or Ray actors)")
     group.add_argument("--threads", type=int, default=None,
-                       help="torch threads per worker (default: CPU cores / workers)")
+                       help="torch threads per worker (default: CPU cores / workers; "
+                            "without --output-dir: 1 for models under 10 M parameters, else "
+                            "torch's default)")
     group.add_argument("--ray", default=None, metavar="ADDRESS",
                        help="run on a Ray cluster: its address, 'auto' or 'local' "
                             "(pip install 'harken[ray]')")

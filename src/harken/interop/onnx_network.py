@@ -38,6 +38,9 @@ class OnnxNetwork:
         self.vocab_size = int(vocab_size)
         self.providers = _providers(ort, device)
         options = ort.SessionOptions()
+        # Fold the DequantizeLinear of int8-stored weights (harken.interop.onnx_weights) into
+        # float32 constants once, at load, instead of on every call.
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
         if threads is None and "torch" in _loaded_modules():
             import torch
 

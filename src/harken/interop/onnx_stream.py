@@ -203,6 +203,7 @@ class OnnxStreamNetwork:
         self.stride = int(info["stride"])
         self.tau = int(info["lookahead"])
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.disable_quant_qdq", "1")  # as OnnxNetwork
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1

@@ -812,8 +812,8 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
 
 
 def bind_socket(host: str, port: int) -> Any:
-    """A listening TCP socket on `host`:`port` (0: a free port), as uvicorn binds it; a port in
-    use or an address that is not this machine's is a `HarkenError` saying so."""
+    """A TCP socket bound to `host`:`port` (0: a free port), as uvicorn binds it, not yet
+    listening; a port in use or an address that is not this machine's is a `HarkenError`."""
     import errno
     import socket
 
@@ -826,7 +826,6 @@ def bind_socket(host: str, port: int) -> Any:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
