@@ -65,6 +65,7 @@ class BatchSettings:
     vad: str | None = "auto"
     formats: tuple[str, ...] = ("txt",)
     threads: int | None = None
+    written: bool | None = None  # None: written text when the model ships a punctuator
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,8 @@ class Transcriber:
 
         start = time.perf_counter()
         results = list(transcribe_files(self.model, [Path(p) for p in paths], self.options,
-                                        group_size=max(1, len(paths)), vad=self.settings.vad))
+                                        group_size=max(1, len(paths)), vad=self.settings.vad,
+                                        written=self.settings.written))
         elapsed = time.perf_counter() - start
         audio = sum(r.transcript.duration for r in results if r.transcript is not None)
         rows = []
@@ -624,7 +626,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     settings = BatchSettings(model=model, device=args.device, backend=args.backend,
                              decode=decode_overrides(args),
                              vad=None if args.vad == "none" else args.vad,
-                             formats=tuple(args.format.split(",")), threads=threads)
+                             formats=tuple(args.format.split(",")), threads=threads,
+                             written=False if getattr(args, "raw", False) else None)
     report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
                        ray_address=args.ray, files_per_task=args.files_per_task,
                        retry_failed=args.retry_failed, summary_path=args.summary,

@@ -69,6 +69,7 @@ def _add_optional_commands(sub: Any) -> None:
                              ("harken.export", "register_export_command"),
                              ("harken.importers", "register_import_command"),
                              ("harken.hub", "register_hub_commands"),
+                             ("harken.punctuator", "register_punctuator_commands"),
                              ("harken.server", "register_serve_command")):
         try:
             register = getattr(importlib.import_module(module), function)
@@ -167,6 +168,9 @@ def _add_transcribe(sub: Any) -> None:
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
+    p.add_argument("--raw", action="store_true",
+                   help="normalised text as recognised (lowercase, no punctuation, numbers in "
+                        "words) instead of written text from the model's punctuator")
     add_batch_args(p)
     p.set_defaults(func=_run_transcribe)
 
@@ -192,7 +196,8 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(paths), unit="file", desc="transcribe")
     failures = 0
     vad = None if args.vad == "none" else args.vad
-    for result in transcribe_files(model, paths, options, vad=vad):
+    for result in transcribe_files(model, paths, options, vad=vad,
+                                   written=False if args.raw else None):
         if bar is not None:
             bar.update(1)
         if result.error is not None:
@@ -332,6 +337,8 @@ def _add_listen(sub: Any) -> None:
     p.add_argument("--silence-ms", type=float, default=600.0,
                    help="trailing silence that ends an utterance (default: 600)")
     p.add_argument("--chunk-ms", type=int, default=100, help="audio per read (default: 100)")
+    p.add_argument("--raw", action="store_true",
+                   help="finished utterances as recognised, not as written text")
     p.set_defaults(func=_run_listen)
 
 
@@ -346,6 +353,7 @@ def _run_listen(args: argparse.Namespace) -> int:
     chunks = live_chunks(args.source, model.sample_rate, args.chunk_ms)
     interactive = sys.stdout.isatty()
     shown = ""
+    finals = (lambda t: t) if args.raw else model.write  # partials stay as recognised
 
     def show(text: str, final: bool) -> None:
         nonlocal shown
@@ -359,7 +367,7 @@ def _run_listen(args: argparse.Namespace) -> int:
     try:
         for chunk in chunks:
             for utterance in stream.feed(chunk):
-                show(utterance.text, final=True)
+                show(finals(utterance).text, final=True)
             partial = stream.partial().text
             if partial != shown:
                 show(partial, final=False)
@@ -369,7 +377,7 @@ def _run_listen(args: argparse.Namespace) -> int:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    show(stream.finish().text, final=True)
+    show(finals(stream.finish()).text, final=True)
     return 0
 
 

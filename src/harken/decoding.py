@@ -48,12 +48,17 @@ class WordTokenizer(Protocol):
 
 @dataclass
 class Word:
-    """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1]."""
+    """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1].
+
+    `word` is the word as spoken (normalised); `written` is how it is written in a written
+    transcript ("Stella," or "$21"), None when none was made, "" when the word is part of
+    the written form of the word before it ("twenty" -> "$21", "one" -> "")."""
 
     word: str
     start: float
     end: float
     confidence: float
+    written: str | None = None
 
 
 @dataclass
@@ -81,7 +86,8 @@ class Transcript:
 
     `score` is the decoder's total score (acoustic log-probability, plus weighted LM and word
     scores for beam search). `alternatives` is the N-best list, best first, when
-    `DecodeOptions.nbest` > 1 (its first entry is `text`); empty otherwise.
+    `DecodeOptions.nbest` > 1 (its first entry is `text`); empty otherwise. `raw_text` is
+    the normalised text as recognised when `text` is written text (`harken.written`), else None.
     """
 
     text: str
@@ -90,6 +96,7 @@ class Transcript:
     score: float = 0.0
     duration: float = 0.0
     alternatives: list[Alternative] = field(default_factory=list)
+    raw_text: str | None = None
 
     def to_dict(self) -> dict:
         from dataclasses import asdict

@@ -5,7 +5,9 @@ A model is a folder (or the same files in one uncompressed zip, ``*.harken``) ho
 - ``config.json``: format version, architecture, size, network/feature/tokenizer settings,
   decoding defaults, training metadata, and the SHA-256 of every other file;
 - ``weights.safetensors``: the network's weights (never pickle: loading a pickle runs code);
-- ``tokenizer.model`` for SentencePiece models (character tokenizers live in the config).
+- ``tokenizer.model`` for SentencePiece models (character tokenizers live in the config);
+- ``punctuator.safetensors`` when the model ships a punctuator (`harken.punctuator`): its
+  transcripts are then written text (`harken.written`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # imported where used: exported models run without PyTorch
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+PUNCTUATOR_FILE = "punctuator.safetensors"
 ASSETS = Path(__file__).parent / "assets"
 # Bundled models: {name: {"file": ..., "sha256": ...}}, written by the packaging recipe.
 REGISTRY_FILE = ASSETS / "models.json"
@@ -97,6 +100,8 @@ class Model:
         self.feature_config = FeatureConfig.from_dict(config.features)
         self.featurizer = make_featurizer(self.feature_config)
         self.network = network
+        # Restores punctuation and capitals (harken.punctuator); None: transcripts stay raw.
+        self.punctuator: Any = None
         self.device = torch.device(device)
         self.to(self.device)
         self.eval()
@@ -167,18 +172,38 @@ class Model:
             results[i] = log_probs[row, : int(out_lengths[row])]
 
     def transcribe(self, audio: Any, options: Any = None, *, vad: str | None = "auto",
-                   **decode_options: Any) -> Transcript:
+                   written: bool | None = None, **decode_options: Any) -> Transcript:
         """Transcribe one input (path, bytes, file object, float32 array at 16 kHz or (array, rate)).
 
         `options` is a `harken.decoding.DecodeOptions` (or keyword arguments for one); with
         neither, greedy decoding is used. Inputs longer than `WINDOW_SECONDS` are cut into
         speech segments by `vad` ("auto", "webrtc", "silero", "energy"; None: cut at quiet
         points, keeping everything), see `split_long_audio`.
+
+        With a punctuator (`self.punctuator`), the transcript is written text ("I paid $21.")
+        unless `written=False`, which gives the normalised text as recognised ("i paid twenty
+        one dollars"); see `write`.
         """
-        return self.transcribe_batch([audio], options, vad=vad, **decode_options)[0]
+        return self.transcribe_batch([audio], options, vad=vad, written=written,
+                                     **decode_options)[0]
+
+    def write(self, transcript: Transcript) -> Transcript:
+        """`transcript` as written text with this model's punctuator (unchanged without one):
+        `text` and segment texts punctuated, cased and with written numbers, each word's
+        `written` set and its times kept, the recognised text in `raw_text`."""
+        if self.punctuator is None:
+            return transcript
+        from harken.written import write_transcript
+
+        return write_transcript(transcript, self.punctuator)
+
+    def writes(self, written: bool | None) -> bool:
+        """Whether results are written text: `written`, or by default when a punctuator is set."""
+        return self.punctuator is not None if written is None else bool(written)
 
     def transcribe_batch(self, sources: Iterable[Any], options: Any = None, *,
-                         vad: str | None = "auto", **decode_options: Any) -> list[Transcript]:
+                         vad: str | None = "auto", written: bool | None = None,
+                         **decode_options: Any) -> list[Transcript]:
         """Transcribe many inputs, batching the network; results keep the input order.
 
         A source that cannot be read raises `AudioError` naming it; use
@@ -194,21 +219,29 @@ class Model:
         per_input: list[list[Transcript]] = [[] for _ in waves]
         for (index, offset, _), lp in zip(pieces, log_probs):
             per_input[index].append(decode(lp, offset))
-        return [merge_transcripts(parts, len(w) / self.sample_rate)
-                for parts, w in zip(per_input, waves)]
+        results = [merge_transcripts(parts, len(w) / self.sample_rate)
+                   for parts, w in zip(per_input, waves)]
+        if self.writes(written):
+            results = [self.write(t) for t in results]
+        return results
 
     def iter_segments(self, audio: Any, options: Any = None, *, vad: str | None = "auto",
-                      batch_seconds: float = 60.0, **decode_options: Any) -> Iterator[Segment]:
+                      batch_seconds: float = 60.0, written: bool | None = None,
+                      **decode_options: Any) -> Iterator[Segment]:
         """Transcribe one input lazily: yield its `Segment`s (absolute times) in order.
 
         The audio is cut into speech segments by `vad` as in `transcribe`; they are run through
         the network `batch_seconds` of audio at a time and decoded, so the first segments arrive
         after seconds even for hours of audio, and only one batch's features and
         log-probabilities are alive at any moment. Joining the yielded segments gives the same
-        words as `transcribe` with the same options.
+        words as `transcribe` with the same options. Written text (see `transcribe`) is made
+        for each speech segment's words.
         """
         wave = load_audio(audio, self.sample_rate)
         decode = self._decoder(options, decode_options)
+        if self.writes(written):
+            raw = decode
+            decode = lambda lp, offset: self.write(raw(lp, offset))  # noqa: E731
         group: list[tuple[float, np.ndarray]] = []
         queued = 0
         for offset, piece in split_long_audio(wave, self.sample_rate, vad=vad):
@@ -348,6 +381,12 @@ def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] |
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
+        if getattr(model, "punctuator", None) is not None:
+            from harken.punctuator import save_punctuator
+
+            punctuator = model.punctuator
+            save_punctuator(punctuator.network, punctuator.config, punctuator.vocabulary,
+                            folder / PUNCTUATOR_FILE)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
         config = ModelConfig(
             architecture=model.config.architecture, size=model.config.size,
@@ -459,10 +498,18 @@ def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu
         check_backend(backend)
     path = resolve_model_path(path_or_name)
     if path.is_dir():
-        return _load_folder(path, path, device, backend)
-    with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
-        _read_zip_model(path, Path(tmp))
-        return _load_folder(Path(tmp), path, device, backend)
+        model = _load_folder(path, path, device, backend)
+    else:
+        with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
+            _read_zip_model(path, Path(tmp))
+            model = _load_folder(Path(tmp), path, device, backend)
+    entry = bundled_models().get(DEFAULT_MODEL if path_or_name is None else str(path_or_name))
+    if model.punctuator is None and entry and isinstance(entry.get("punctuator"), dict):
+        from harken.punctuator import load_punctuator
+
+        shipped = entry["punctuator"]
+        model.punctuator = load_punctuator(ASSETS / shipped["file"], shipped["sha256"])
+    return model
 
 
 def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch") -> Model:
@@ -478,8 +525,10 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
         from harken.export import load_onnx_network
 
         network = load_onnx_network(config, folder, origin, backend, device)
-        return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
-                     path=origin, device=device)
+        model = Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
+                      path=origin, device=device)
+        model.punctuator = _folder_punctuator(folder, config)
+        return model
     try:
         tokenizer = load_tokenizer(config.tokenizer, folder)
         network = build_model(config.architecture,
@@ -495,7 +544,18 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
                          f"({exc})") from exc
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
-    return Model(config, network, tokenizer, path=origin, device=device)
+    model = Model(config, network, tokenizer, path=origin, device=device)
+    model.punctuator = _folder_punctuator(folder, config)
+    return model
+
+
+def _folder_punctuator(folder: Path, config: ModelConfig) -> Any:
+    """The punctuator a model folder ships (its SHA-256 was checked with the other files)."""
+    if PUNCTUATOR_FILE not in config.files:
+        return None
+    from harken.punctuator import load_punctuator
+
+    return load_punctuator(folder / PUNCTUATOR_FILE)
 
 
 def read_config(folder: Path, origin: object, backend: str = "torch") -> ModelConfig:

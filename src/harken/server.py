@@ -174,8 +174,11 @@ def prompt_hotwords(prompt: str | None) -> dict[str, float]:
 
 
 def _word_dict(word: Word) -> dict[str, Any]:
-    return {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3),
-            "confidence": round(word.confidence, 4)}
+    out = {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3),
+           "confidence": round(word.confidence, 4)}
+    if word.written is not None:  # written transcripts: the word as written ("" if folded)
+        out["written"] = word.written
+    return out
 
 
 def verbose_json(transcript: Transcript, language: str,
@@ -286,9 +289,11 @@ class Service:
         return overrides
 
     async def transcribe(self, data: bytes, filename: str, overrides: dict[str, Any],
-                         max_seconds: float | None, endpoint: str) -> Transcript:
+                         max_seconds: float | None, endpoint: str,
+                         written: bool | None = None) -> Transcript:
         """Transcribe an uploaded file exactly as `Model.transcribe` does, batching the network
-        with concurrent requests."""
+        with concurrent requests; written text when the model has a punctuator, unless
+        `written` is False."""
         from harken.model import merge_transcripts, split_long_audio
 
         model, started = self.model, time.perf_counter()
@@ -304,8 +309,11 @@ class Service:
         log_probs = await self.batcher.log_probs([p for _, p in pieces])  # type: ignore[union-attr]
 
         def finish() -> Transcript:
-            return merge_transcripts([decode(lp, offset) for (offset, _), lp
-                                      in zip(pieces, log_probs)], seconds)
+            transcript = merge_transcripts([decode(lp, offset) for (offset, _), lp
+                                            in zip(pieces, log_probs)], seconds)
+            writes = getattr(model, "writes", None)
+            return model.write(transcript) if writes is not None and writes(written) \
+                else transcript
 
         transcript = await self.run_sync(finish)
         self.metrics.audio_seconds.labels(endpoint).inc(seconds)
@@ -358,7 +366,7 @@ class StreamSession:
         from harken.vad import EndpointConfig
 
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
-                 "silence_ms"}
+                 "silence_ms", "raw"}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"stream config: unknown keys {unknown}; expected some of "
@@ -375,6 +383,8 @@ class StreamSession:
                               f"{', '.join(STREAM_ENCODINGS)}, got {encoding!r}")
         self.dtype = STREAM_ENCODINGS[encoding]
         self.partials = bool(settings.get("partials", True))
+        # Finals are written text when the model has a punctuator; partials stay raw.
+        self.write = None if settings.get("raw") is True else getattr(model, "write", None)
         hotwords = settings.get("hotwords") or {}
         if isinstance(hotwords, list):
             hotwords = {str(w): PROMPT_HOTWORD_BOOST for w in hotwords}
@@ -456,6 +466,8 @@ class StreamSession:
             return [*messages, self._final(self.stream.finish())]
 
     def _final(self, transcript: Transcript) -> dict[str, Any]:
+        if self.write is not None:
+            transcript = self.write(transcript)
         start = self._utterance_start
         self._utterance_start = end = start + transcript.duration
         return {"type": "final", "text": transcript.text,
@@ -696,10 +708,15 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
             raise RequestError(400, f"timestamp_granularities: unknown values {wrong}; expected "
                                "word and/or segment", "bad_request", "timestamp_granularities")
         overrides = service.decode_overrides(prompt_hotwords(form.get("prompt")))
+        raw = str(form.get("raw") or "").lower()
+        if raw not in ("", "true", "false", "1", "0"):
+            raise RequestError(400, f"raw must be true or false, got {raw!r}", "bad_request",
+                               "raw")
         try:
             transcript = await asyncio.wait_for(
                 service.transcribe(data, name, overrides, config.max_audio_seconds,
-                                   "/v1/audio/transcriptions"),
+                                   "/v1/audio/transcriptions",
+                                   written=False if raw in ("true", "1") else None),
                 config.request_timeout_seconds)
         except asyncio.TimeoutError:
             raise RequestError(504, f"transcription took longer than this server's request "

@@ -1,0 +1,259 @@
+"""Written transcripts: punctuator labels, a tiny trained punctuator's exact outputs, inverse
+text normalisation, and written text in Transcript, txt/json/srt and the server."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harken.decoding import Segment, Transcript, Word
+from harken.errors import ConfigError, ModelError
+from harken.itn import inverse_normalize, inverse_normalize_words
+from harken.punctuator import (PunctuatorConfig, TagScores, TrainOptions, label_sentence,
+                               load_punctuator, rule_baseline, save_punctuator, split_of,
+                               train_punctuator)
+from harken.text import TextNormalizer, normalize_english
+from harken.transcribe import format_transcript, subtitle_cues
+from harken.written import write_transcript, written_words
+
+NAMES = ("stella", "bob", "alice", "mary", "john", "paris", "london")
+
+
+def tiny_text(path: Path) -> Path:
+    """Sentences from a few templates: statements, questions, commas, names, money and times."""
+    rng = random.Random(0)
+    lines = []
+    for i in range(600):
+        n, m = (rng.choice(NAMES).capitalize() for _ in range(2))
+        sentence = rng.choice([f"Please call {n}.", f"Where is {n}?", f"Ask {n} to bring the books.",
+                               f"{n} and {m} went home, and they slept.", f"Did {n} see {m}?",
+                               "I paid $21 at 3:30 PM."])
+        lines.append(f"group{i % 7}\t{sentence}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+TINY = PunctuatorConfig(vocab_size=100, hash_buckets=256, dim=16, hidden=16, layers=1,
+                        dropout=0.0)
+TINY_TRAINING = TrainOptions(max_steps=120, batch_size=16, max_words=24, checkpoint_every=60,
+                             dev_windows=50, warmup_steps=20, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def punctuator(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("punctuator")
+    torch.set_num_threads(1)
+    path = train_punctuator([tiny_text(folder / "text.txt")], folder / "tiny.punct", TINY,
+                            TINY_TRAINING)
+    return load_punctuator(path)
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+def test_labels_of_written_sentences() -> None:
+    english = TextNormalizer("en")
+    assert label_sentence("Call Stella, please.", english) == [
+        ("call", 1, 0), ("stella", 1, 1), ("please", 0, 2)]
+    assert label_sentence('"What?" she said--and left.', english) == [
+        ("what", 1, 3), ("she", 0, 0), ("said", 0, 7), ("and", 0, 0), ("left", 0, 2)]
+    # numbers spelled out as the normaliser does; casing of "NASA" is all capitals
+    assert label_sentence("NASA paid $21; fine!", english) == [
+        ("nasa", 2, 0), ("paid", 0, 0), ("twenty", 0, 0), ("one", 0, 0), ("dollars", 0, 6),
+        ("fine", 0, 4)]
+    # any alphabet: Cyrillic casing with the default normaliser
+    assert label_sentence("Привет, Мир!", TextNormalizer("ru")) == [
+        ("привет", 1, 1), ("мир", 1, 4)]
+
+
+def test_held_out_groups_are_fixed_by_name() -> None:
+    assert [split_of(g) for g in ("1", "2", "3", "4")] == [split_of(g) for g in "1234"]
+    splits = [split_of(str(i)) for i in range(2000)]
+    assert 0.02 < splits.count("test") / 2000 < 0.08 and 0.02 < splits.count("dev") / 2000 < 0.08
+
+
+def test_scores_count_per_class() -> None:
+    scores = TagScores()
+    scores.add([(1, 0), (0, 1), (0, 2)], [(1, 0), (0, 2), (0, 2)])
+    table = scores.punctuation()
+    assert table[","] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert table["."]["precision"] == 0.5 and table["."]["recall"] == 1.0
+    assert scores.casing_accuracy() == 1.0
+    assert rule_baseline(["a", "b", "c"]) == [(1, 0), (0, 0), (0, 2)]
+
+
+# --- a tiny trained punctuator ------------------------------------------------------------------
+
+def test_tiny_punctuator_restores_sentences(punctuator) -> None:
+    assert punctuator("please call stella ask her to bring the books") == \
+        "Please call Stella. Ask her to bring the books."
+    assert punctuator("where is bob") == "Where is Bob?"
+    assert punctuator("did alice see mary") == "Did Alice see Mary?"
+    assert punctuator("john and paris went home and they slept") == \
+        "John and Paris went home, and they slept."
+    assert punctuator("") == ""
+
+
+def test_written_words_add_numbers_and_fold_spans(punctuator) -> None:
+    words = "i paid twenty one dollars at three thirty p m".split()
+    assert written_words(words, punctuator) == ["I", "paid", "$21", "", "", "at", "3:30 PM.",
+                                                 "", "", ""]
+
+
+def test_punctuator_file_round_trip_and_damage(punctuator, tmp_path: Path) -> None:
+    path = save_punctuator(punctuator.network, punctuator.config, punctuator.vocabulary,
+                           tmp_path / "copy.punct")
+    copy = load_punctuator(path)
+    words = "where is stella please call bob".split()
+    assert copy.tag(words) == punctuator.tag(words)
+    assert path.stat().st_size < 100_000  # float16 weights of a tiny model
+    with pytest.raises(ModelError, match="SHA-256 mismatch"):
+        load_punctuator(path, expected_sha256="0" * 64)
+    bad = tmp_path / "bad.punct"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="bad.punct: not a readable safetensors file"):
+        load_punctuator(bad)
+    with pytest.raises(ModelError, match="no such punctuator file"):
+        load_punctuator(tmp_path / "missing.punct")
+
+
+def test_training_resumes_and_refuses_too_little_text(tmp_path: Path) -> None:
+    text = tiny_text(tmp_path / "text.txt")
+    options = TrainOptions(max_steps=30, batch_size=8, max_words=16, checkpoint_every=20,
+                           dev_windows=10, warmup_steps=5)
+    train_punctuator([text], tmp_path / "a.punct", TINY, options)
+    checkpoints = sorted((tmp_path / "a.punct.run" / "checkpoints").glob("step-*"))
+    assert [p.name for p in checkpoints] == ["step-00000020", "step-00000030"]
+    longer = TrainOptions(**{**options.__dict__, "max_steps": 40})
+    train_punctuator([text], tmp_path / "a.punct", TINY, longer, resume=True)
+    state = json.loads((tmp_path / "a.punct.run/checkpoints/step-00000040/state.json").read_text())
+    assert state["step"] == 40
+    short = tmp_path / "short.txt"
+    short.write_text("Hello there.\n")
+    with pytest.raises(ConfigError, match="only 2 words of training text"):
+        train_punctuator([short], tmp_path / "b.punct", TINY, options)
+    with pytest.raises(ConfigError, match="min_words/max_words"):
+        TrainOptions(min_words=10, max_words=5)
+
+
+# --- inverse text normalisation -----------------------------------------------------------------
+
+ITN_CASES = [
+    ("i paid twenty one dollars at three thirty p m", "i paid $21 at 3:30 PM"),
+    ("twenty one dollars and fifty cents", "$21.50"),
+    ("two million dollars", "$2 million"),
+    ("one thousand five hundred men", "1500 men"),
+    ("four thousand five hundred and twenty one", "4521"),
+    ("it cost two hundred and fifty thousand dollars", "it cost $250,000"),
+    ("between eighteen hundred and nineteen hundred", "between 1800 and 1900"),
+    ("a hundred and ten miles", "110 miles"),
+    ("one of the two men", "one of the two men"),
+    ("on may fifth nineteen ninety nine", "on May 5th, 1999"),
+    ("on june five", "on June 5"),
+    ("it may one day come", "it may one day come"),
+    ("the twenty first of june", "the 21st of June"),
+    ("the first time", "the first time"),
+    ("one hundred and twenty third street", "123rd street"),
+    ("down to eighteen eighteen part two", "down to 1818 part two"),
+    ("nineteen oh five", "1905"),
+    ("nineteen hundred and five", "1905"),
+    ("in fifteen hundred", "in 1500"),
+    ("two thousand and five", "2005"),
+    ("in the nineteen nineties", "in the 1990s"),
+    ("june nineteen fourteen", "June 1914"),
+    ("three point one four", "3.14"),
+    ("twelve point five percent", "12.5%"),
+    ("fifty percent of two hundred and five kilograms", "50% of 205 kg"),
+    ("minus five degrees", "-5 degrees"),
+    ("zero zero seven", "007"),
+    ("at seven fifteen we left", "at 7:15 we left"),
+    ("eleven o'clock", "11 o'clock"),
+    ("five hundred pounds sterling", "£500"),
+]
+
+
+@pytest.mark.parametrize("spoken, written", ITN_CASES)
+def test_inverse_normalization(spoken: str, written: str) -> None:
+    assert inverse_normalize(spoken) == written
+
+
+def test_inverse_normalization_inverts_the_normaliser() -> None:
+    for text in ("$21.50", "12,500", "1999", "21st", "3.14", "12.5%", "1990s", "-5", "2005"):
+        assert inverse_normalize(normalize_english(text)) == text
+
+
+def test_numbers_do_not_run_across_punctuation() -> None:
+    words = "two hundred twenty men".split()
+    assert [(r.start, r.end, r.text) for r in inverse_normalize_words(words)] == [(0, 3, "220")]
+    spans = inverse_normalize_words(words, ["", ",", "", "."])
+    assert [(r.start, r.end, r.text) for r in spans] == [(0, 2, "200"), (2, 3, "20")]
+    with pytest.raises(ValueError, match="one entry per word"):
+        inverse_normalize_words(words, [""])
+
+
+# --- written transcripts and output formats -----------------------------------------------------
+
+def _transcript(text: str) -> Transcript:
+    words = [Word(w, 0.5 * i, 0.5 * i + 0.4, 0.9) for i, w in enumerate(text.split())]
+    segments = [Segment(" ".join(w.word for w in words), words[0].start, words[-1].end, words)]
+    return Transcript(text=text, words=words, segments=segments, duration=words[-1].end + 0.1)
+
+
+def test_written_transcript_keeps_times_and_spoken_words(punctuator) -> None:
+    raw = _transcript("please call stella i paid twenty one dollars")
+    written = write_transcript(raw, punctuator)
+    assert written.text == "Please call Stella. I paid $21."
+    assert written.raw_text == raw.text
+    assert [w.word for w in written.words] == [w.word for w in raw.words]
+    assert [(w.start, w.end) for w in written.words] == [(w.start, w.end) for w in raw.words]
+    assert [w.written for w in written.words] == ["Please", "call", "Stella.", "I", "paid",
+                                                  "$21.", "", ""]
+    assert written.segments[0].text == written.text
+    assert write_transcript(written, punctuator) is written  # already written
+    data = json.loads(format_transcript(written, "json"))
+    assert data["text"] == written.text and data["raw_text"] == raw.text
+    assert data["words"][5] == {"word": "twenty", "start": 2.5, "end": 2.9, "confidence": 0.9,
+                                "written": "$21."}
+    assert format_transcript(written, "txt") == "Please call Stella. I paid $21.\n"
+
+
+def test_subtitles_show_written_words_and_end_at_sentences(punctuator) -> None:
+    text = ("please call stella ask her to bring the books where is bob did alice see mary "
+            "john and paris went home and they slept")
+    written = write_transcript(_transcript(text), punctuator)
+    cues = subtitle_cues(written, line_chars=30, lines=1)
+    assert [c[2] for c in cues] == ["Please call Stella.", "Ask her to bring the books.",
+                                    "Where is Bob? Did Alice see", "Mary? John and Paris went",
+                                    "home, and they slept."]
+    srt = format_transcript(written, "srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,400\nPlease call Stella.\n\n2\n")
+    # a number's cue runs to the end of its last spoken word
+    money = write_transcript(_transcript("i paid twenty one dollars"), punctuator)
+    assert subtitle_cues(money) == [(0.0, 2.4, "I paid $21.")]
+
+
+def test_text_only_transcripts_are_written_too(punctuator) -> None:
+    raw = Transcript(text="where is bob", segments=[Segment("where is bob", 0.0, 1.0)])
+    written = write_transcript(raw, punctuator)
+    assert written.text == "Where is Bob?" and written.segments[0].text == "Where is Bob?"
+
+
+def test_model_writes_by_default_and_raw_on_request(punctuator, tmp_path: Path) -> None:
+    from harken.model import load_model, new_model
+
+    torch.manual_seed(0)
+    model = new_model("deepspeech2", "tiny")
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    assert model.transcribe(audio).raw_text is None  # no punctuator: raw text
+    model.punctuator = punctuator
+    raw = model.transcribe(audio, written=False)
+    written = model.transcribe(audio)
+    assert raw.raw_text is None and written.raw_text == raw.text
+    assert written.text == write_transcript(raw, punctuator).text
+    saved = load_model(model.save(tmp_path / "m.harken"))
+    assert saved.punctuator is not None and saved.transcribe(audio).text == written.text
+    assert "punctuator.safetensors" in saved.config.files
