@@ -257,3 +257,90 @@ def test_model_writes_by_default_and_raw_on_request(punctuator, tmp_path: Path) 
     saved = load_model(model.save(tmp_path / "m.harken"))
     assert saved.punctuator is not None and saved.transcribe(audio).text == written.text
     assert "punctuator.safetensors" in saved.config.files
+
+
+def test_bundled_punctuator_is_checked_and_loaded(punctuator, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import harken.model as model_module
+    from harken.model import load_model, new_model, sha256_file
+
+    torch.manual_seed(0)
+    model_path = new_model("deepspeech2", "tiny").save(tmp_path / "en-small.harken")
+    punct_path = save_punctuator(punctuator.network, punctuator.config, punctuator.vocabulary,
+                                 tmp_path / "en-small.punct")
+    registry = tmp_path / "models.json"
+    registry.write_text(json.dumps({"en-small": {
+        "file": model_path.name, "sha256": sha256_file(model_path),
+        "punctuator": {"file": punct_path.name, "sha256": sha256_file(punct_path)}}}))
+    monkeypatch.setattr(model_module, "ASSETS", tmp_path)
+    monkeypatch.setattr(model_module, "REGISTRY_FILE", registry)
+    model = load_model()
+    assert model.punctuator is not None
+    assert model.punctuator.tag(["where", "is", "bob"]) == punctuator.tag(["where", "is", "bob"])
+    punct_path.write_bytes(punct_path.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="en-small.punct: the punctuator is corrupt"):
+        load_model("en-small")
+
+
+def test_server_rest_and_websocket_give_written_text(punctuator) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("websockets")
+    import asyncio
+
+    from test_server import _stream, bursts, running, tiny_streaming_model, transcribe_request, \
+        wav_bytes
+
+    from harken.vad import EndpointConfig
+
+    torch.set_num_threads(1)
+    model = tiny_streaming_model()
+    model.punctuator = punctuator
+    data = wav_bytes(bursts(3.0, seed=1))
+    raw = model.transcribe(data, written=False)
+    written = model.transcribe(data)
+    assert written.text != raw.text and written.raw_text == raw.text
+    audio = bursts(6.0, seed=2, gaps=2)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    local = model.stream(endpoint=EndpointConfig(method="energy", silence_ms=600))
+    finals = [t for t in local.feed(pcm) if t.text] + [local.finish()]
+    with running(model, vad="energy") as base:
+        assert transcribe_request(base, data).json() == {"text": written.text}
+        assert transcribe_request(base, data, raw="true").json() == {"text": raw.text}
+        verbose = transcribe_request(base, data, response_format="verbose_json",
+                                     **{"timestamp_granularities[]": "word"}).json()
+        assert verbose["text"] == written.text
+        assert [(w["word"], w["start"], w["end"], w["written"]) for w in verbose["words"]] == [
+            (w.word, round(w.start, 3), round(w.end, 3), v.written)
+            for w, v in zip(raw.words, written.words)]
+        srt = transcribe_request(base, data, response_format="srt").text
+        assert srt == format_transcript(written, "srt")
+        bad = transcribe_request(base, data, raw="maybe")
+        assert bad.status_code == 400 and "raw must be true or false" in bad.text
+        messages = asyncio.run(_stream(base.replace("http", "ws") + "/v1/stream", [
+            {"sample_rate": 16000, "encoding": "pcm_s16le", "partials": False}],
+            [pcm[i: i + 3200] for i in range(0, len(pcm), 3200)]))
+    got = [m for m in messages if m["type"] == "final"]
+    assert [m["text"] for m in got] == [model.write(t).text for t in finals]
+    assert [[w["start"] for w in m["words"]] for m in got] == [
+        [round(w.start, 3) for w in t.words] for t in finals]
+
+
+def test_punctuator_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from harken.cli import main
+    from harken.model import load_model, new_model
+
+    text = tiny_text(tmp_path / "text.txt")
+    out = tmp_path / "cli.punct"
+    assert main(["punctuator", "train", str(text), "--out", str(out), "--max-steps", "3",
+                 "--vocab-size", "50"]) == 0
+    assert load_punctuator(out).config.vocab_size == 50
+    assert main(["punctuator", "apply", str(out), "--text", "where is bob"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(("?", ".", "!"))
+    torch.manual_seed(0)
+    model = new_model("deepspeech2", "tiny").save(tmp_path / "m.harken")
+    assert main(["punctuator", "attach", str(model), str(out), "--out",
+                 str(tmp_path / "m2.harken")]) == 0
+    assert load_model(tmp_path / "m2.harken").punctuator is not None
+    assert main(["punctuator", "train", str(tmp_path / "missing.txt"), "--out", str(out)]) == 1
+    assert "missing.txt: no such text file" in capsys.readouterr().err

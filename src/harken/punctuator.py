@@ -307,6 +307,10 @@ class Punctuator:
                 tags.append((cases[row][i], puncts[row][i]))
         return tags
 
+    def tags(self, words: Sequence[str], final: bool = True) -> list[tuple[int, int]]:
+        """`tag` with the rules of written text applied (see `sentence_rules`)."""
+        return sentence_rules(self.tag(words), final)
+
     def restore(self, words: Sequence[str], final: bool = True) -> list[str]:
         """The written form of each word: cased, with its punctuation appended.
 
@@ -321,23 +325,29 @@ class Punctuator:
         return " ".join(self.restore(text.split()))
 
 
-def sentence_marks(words: Sequence[str], tags: Sequence[tuple[int, int]], final: bool = True
-                   ) -> tuple[list[str], list[str]]:
-    """(cased words, punctuation after each) from tags, with sentence starts capitalised and,
-    with `final`, a sentence end after the last word (a period unless it has . ? !)."""
-    cased: list[str] = []
-    marks: list[str] = []
+def sentence_rules(tags: Sequence[tuple[int, int]], final: bool = True
+                   ) -> list[tuple[int, int]]:
+    """Tags with the first word and each word after . ? ! capitalised and, with `final`, a
+    sentence end after the last word (a period unless it has . ? !)."""
+    out: list[tuple[int, int]] = []
     sentence_start = True
-    for index, (word, (case, punct)) in enumerate(zip(words, tags)):
+    period = PUNCTUATION.index(".")
+    for index, (case, punct) in enumerate(tags):
         if sentence_start and case == 0:
             case = 1
-        mark = PUNCTUATION[punct]
-        if final and index == len(words) - 1 and mark not in SENTENCE_END:
-            mark = "."
-        cased.append(apply_casing(word, case))
-        marks.append(mark)
-        sentence_start = mark in SENTENCE_END
-    return cased, marks
+        if final and index == len(tags) - 1 and PUNCTUATION[punct] not in SENTENCE_END:
+            punct = period
+        out.append((case, punct))
+        sentence_start = PUNCTUATION[punct] in SENTENCE_END
+    return out
+
+
+def sentence_marks(words: Sequence[str], tags: Sequence[tuple[int, int]], final: bool = True
+                   ) -> tuple[list[str], list[str]]:
+    """(cased words, punctuation after each) from tags, with `sentence_rules` applied."""
+    ruled = sentence_rules(tags, final)
+    return ([apply_casing(w, case) for w, (case, _) in zip(words, ruled)],
+            [PUNCTUATION[punct] for _, punct in ruled])
 
 
 def written_forms(words: Sequence[str], tags: Sequence[tuple[int, int]],
