@@ -227,10 +227,12 @@ def test_subtitles_show_written_words_and_end_at_sentences(punctuator) -> None:
     written = write_transcript(_transcript(text), punctuator)
     cues = subtitle_cues(written, line_chars=30, lines=1)
     assert [c[2] for c in cues] == ["Please call Stella.", "Ask her to bring the books.",
-                                    "Where is Bob? Did Alice see", "Mary? John and Paris went",
-                                    "home, and they slept."]
-    srt = format_transcript(written, "srt")
-    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,400\nPlease call Stella.\n\n2\n")
+                                    "Where is Bob?", "Did Alice see Mary?",
+                                    "John and Paris went home, and", "they slept."]
+    assert [c[:2] for c in cues[:2]] == [(0.0, 1.4), (1.5, 4.4)]
+    srt = format_transcript(written, "srt")  # two lines of 42: whole sentences fit in a cue
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:04,400\nPlease call Stella. Ask her to "
+                          "bring the\nbooks.\n\n2\n00:00:04,500 --> 00:00:11,900\nWhere is")
     # a number's cue runs to the end of its last spoken word
     money = write_transcript(_transcript("i paid twenty one dollars"), punctuator)
     assert subtitle_cues(money) == [(0.0, 2.4, "I paid $21.")]
