@@ -346,3 +346,30 @@ def test_punctuator_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert load_model(tmp_path / "m2.harken").punctuator is not None
     assert main(["punctuator", "train", str(tmp_path / "missing.txt"), "--out", str(out)]) == 1
     assert "missing.txt: no such text file" in capsys.readouterr().err
+
+
+def test_transcribe_command_writes_text_unless_raw(punctuator, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import soundfile as sf
+    from test_server import bursts, tiny_streaming_model
+
+    from harken.cli import main
+
+    torch.set_num_threads(1)
+    model = tiny_streaming_model()
+    model.punctuator = punctuator
+    path = model.save(tmp_path / "written.harken")
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, bursts(3.0, seed=1), 16000, subtype="PCM_16")
+    raw = model.transcribe(wav, written=False)
+    assert raw.text
+    assert main(["transcribe", str(wav), "--model", str(path)]) == 0
+    assert capsys.readouterr().out == model.write(raw).text + "\n"
+    assert main(["transcribe", str(wav), "--model", str(path), "--raw"]) == 0
+    assert capsys.readouterr().out == raw.text + "\n"
+    assert main(["transcribe", str(wav), "--model", str(path), "-f", "json", "-o",
+                 str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "clip.json").read_text())
+    assert data["text"] == model.write(raw).text and data["raw_text"] == raw.text
+    assert [(w["word"], w["start"]) for w in data["words"]] == [(w.word, w.start)
+                                                                for w in raw.words]
