@@ -21,7 +21,7 @@ import torch
 
 from harken.punctuator import (PUNCTUATION, TagScores, evaluate_stream, load_punctuator,
                                load_training_text, passages, rule_baseline, read_groups,
-                               split_of, _Stream, label_sentence)
+                               split_of, LabelledText, label_sentence)
 from harken.text import TextNormalizer
 
 DEFAULT_TEXT = "../shared/text/punctuated.txt.gz"
@@ -29,9 +29,9 @@ QUOTES = ('"', "\u201d")
 SPOKEN_WORDS_PER_SECOND = 2.5  # conversational speech: about 150 words a minute
 
 
-def quoted_speech(path: str, normalize, limit: int) -> _Stream:
+def quoted_speech(path: str, normalize, limit: int) -> LabelledText:
     """Test-book sentences that end with a closing quotation mark, one passage each."""
-    stream = _Stream()
+    stream = LabelledText()
     for group, sentence in read_groups([path]):
         if split_of(group) == "test" and sentence.rstrip().endswith(QUOTES):
             stream.add(label_sentence(sentence, normalize))

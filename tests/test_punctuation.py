@@ -98,6 +98,20 @@ def test_tiny_punctuator_restores_sentences(punctuator) -> None:
     assert punctuator("") == ""
 
 
+def test_mark_biases_are_calibrated_and_applied(punctuator) -> None:
+    from dataclasses import replace
+
+    from harken.punctuator import Punctuator
+
+    assert len(punctuator.config.punct_bias) == 8  # chosen on dev text at the end of training
+    silent = replace(punctuator.config, punct_bias=(50.0,) + (0.0,) * 7)
+    quiet = Punctuator(silent, punctuator.vocabulary, punctuator.network)
+    assert quiet("please call stella ask her to bring the books") == \
+        "Please call Stella Ask her to bring the books."  # marks off, casing as predicted
+    with pytest.raises(ConfigError, match="punct_bias: expected 8 numbers"):
+        PunctuatorConfig(punct_bias=(1.0,))
+
+
 def test_written_words_add_numbers_and_fold_spans(punctuator) -> None:
     words = "i paid twenty one dollars at three thirty p m".split()
     assert written_words(words, punctuator) == ["I", "paid", "$21", "", "", "at", "3:30 PM.",
@@ -337,6 +351,9 @@ def test_punctuator_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert main(["punctuator", "train", str(text), "--out", str(out), "--max-steps", "3",
                  "--vocab-size", "50"]) == 0
     assert load_punctuator(out).config.vocab_size == 50
+    assert main(["punctuator", "calibrate", str(out), str(text), "--out",
+                 str(tmp_path / "calibrated.punct")]) == 0
+    assert len(load_punctuator(tmp_path / "calibrated.punct").config.punct_bias) == 8
     assert main(["punctuator", "apply", str(out), "--text", "where is bob"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith(("?", ".", "!"))
     torch.manual_seed(0)
