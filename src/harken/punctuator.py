@@ -718,9 +718,14 @@ def calibrate_file(path: str | Path, texts: Sequence[str | Path], out: str | Pat
                             punctuator.network)
     from harken.text import TextNormalizer
 
-    dev = load_training_text(texts, TextNormalizer(plain.language), ("dev",))["dev"]
+    streams = load_training_text(texts, TextNormalizer(plain.language), ("dev", "train"))
+    dev = streams["dev"]
+    if not dev.words:  # small texts: as in training, the training groups stand in
+        log.warning("%s: no dev groups; calibrating on the training groups",
+                    ", ".join(map(str, texts)))
+        dev = streams["train"]
     if not dev.words:
-        raise ConfigError(f"{', '.join(map(str, texts))}: no dev groups to calibrate on")
+        raise ConfigError(f"{', '.join(map(str, texts))}: no text to calibrate on")
     bias = calibrate(punctuator, dev, passages(dev, passages_count, seed=2))
     config = replace(plain, punct_bias=bias)
     training = {**training_of(path), "calibrated_on": [Path(t).name for t in texts]}
