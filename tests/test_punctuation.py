@@ -205,6 +205,9 @@ def test_numbers_do_not_run_across_punctuation() -> None:
     assert [(r.start, r.end, r.text) for r in inverse_normalize_words(words)] == [(0, 3, "220")]
     spans = inverse_normalize_words(words, ["", ",", "", "."])
     assert [(r.start, r.end, r.text) for r in spans] == [(0, 2, "200"), (2, 3, "20")]
+    clock = "three thirty p m".split()  # the punctuator may write "p. m."
+    assert [(r.start, r.end, r.text) for r in inverse_normalize_words(clock, ["", "", ".", "."])
+            ] == [(0, 4, "3:30 PM")]
     with pytest.raises(ValueError, match="one entry per word"):
         inverse_normalize_words(words, [""])
 
@@ -390,3 +393,18 @@ def test_transcribe_command_writes_text_unless_raw(punctuator, tmp_path: Path,
     assert data["text"] == model.write(raw).text and data["raw_text"] == raw.text
     assert [(w["word"], w["start"]) for w in data["words"]] == [(w.word, w.start)
                                                                 for w in raw.words]
+
+
+def test_the_bundled_punctuator_writes_english() -> None:
+    """The punctuator shipped with en-small (docs/written-text.md): exact outputs."""
+    from harken.model import ASSETS, bundled_models
+    from harken.punctuator import load_punctuator as load
+
+    entry = bundled_models().get("en-small", {}).get("punctuator")
+    if entry is None:
+        pytest.skip("this install ships no punctuator for en-small")
+    punctuator = load(ASSETS / entry["file"], entry["sha256"])
+    assert " ".join(written_words("i paid twenty one dollars at three thirty p m".split(),
+                                  punctuator)).split() == ["I", "paid", "$21", "at", "3:30", "PM."]
+    assert punctuator("where are you going") == "Where are you going?"
+    assert punctuator("what time is it i think it is late") == "What time is it? I think it is late."

@@ -380,6 +380,9 @@ def inverse_normalize_words(words: Sequence[str], breaks: Sequence[str] | None =
     breaks = list(breaks) if breaks is not None else [""] * n
     if len(breaks) != n:
         raise ValueError(f"breaks: expected one entry per word ({n}), got {len(breaks)}")
+    for k in range(n - 1):  # "p. m." is one marker: its first period is no break
+        if words[k] in ("a", "p") and words[k + 1] == "m" and breaks[k] == ".":
+            breaks[k] = ""
     rewrites: list[Rewrite] = []
     i = 0
     while i < n:
