@@ -527,7 +527,7 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
         network = load_onnx_network(config, folder, origin, backend, device)
         model = Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
                       path=origin, device=device)
-        model.punctuator = _folder_punctuator(folder, config)
+        model.punctuator = _folder_punctuator(folder, config, origin)
         return model
     try:
         tokenizer = load_tokenizer(config.tokenizer, folder)
@@ -545,17 +545,20 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
     model = Model(config, network, tokenizer, path=origin, device=device)
-    model.punctuator = _folder_punctuator(folder, config)
+    model.punctuator = _folder_punctuator(folder, config, origin)
     return model
 
 
-def _folder_punctuator(folder: Path, config: ModelConfig) -> Any:
-    """The punctuator a model folder ships (its SHA-256 was checked with the other files)."""
+def _folder_punctuator(folder: Path, config: ModelConfig, origin: Path) -> Any:
+    """The punctuator a model folder ships (its SHA-256 was checked with the other files);
+    its `path` names the model it came from."""
     if PUNCTUATOR_FILE not in config.files:
         return None
     from harken.punctuator import load_punctuator
 
-    return load_punctuator(folder / PUNCTUATOR_FILE)
+    punctuator = load_punctuator(folder / PUNCTUATOR_FILE)
+    punctuator.path = origin
+    return punctuator
 
 
 def read_config(folder: Path, origin: object, backend: str = "torch") -> ModelConfig:
