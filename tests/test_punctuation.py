@@ -408,3 +408,21 @@ def test_the_bundled_punctuator_writes_english() -> None:
                                   punctuator)).split() == ["I", "paid", "$21", "at", "3:30", "PM."]
     assert punctuator("where are you going") == "Where are you going?"
     assert punctuator("what time is it i think it is late") == "What time is it? I think it is late."
+
+
+def test_onnx_export_keeps_the_punctuator(punctuator, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from test_server import bursts, tiny_streaming_model
+
+    from harken.export import export_onnx
+    from harken.model import load_model
+
+    torch.set_num_threads(1)
+    model = tiny_streaming_model()
+    model.punctuator = punctuator
+    audio = bursts(2.0, seed=3)
+    exported = load_model(export_onnx(model, tmp_path / "onnx"), backend="onnx")
+    assert exported.punctuator is not None
+    assert exported.transcribe(audio).text == model.transcribe(audio).text
+    assert exported.transcribe(audio).raw_text == model.transcribe(audio, written=False).text

@@ -123,6 +123,13 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
         stream_info = _export_stream(network, folder, opset, check, int8,
                                      INT8_OPS[architecture])
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
+        if getattr(model, "punctuator", None) is not None:  # written text travels along
+            from harken.model import PUNCTUATOR_FILE
+            from harken.punctuator import save_punctuator
+
+            punct = model.punctuator
+            save_punctuator(punct.network, punct.config, punct.vocabulary,
+                            folder / PUNCTUATOR_FILE)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
         export_info = {
             "format": "onnx",
