@@ -8,7 +8,8 @@ read by a two-layer bidirectional LSTM, and classified by two linear heads.
 
 A punctuator is one safetensors file: the weights (float16) and, in its metadata, the
 `PunctuatorConfig` and the vocabulary as JSON. `train_punctuator` trains one from written
-text (`harken punctuator train TEXT --out FILE`), with the checkpoints of `harken.train`.
+text (`harken punctuator train TEXT --out FILE`), with the checkpoints of `harken.train`, and
+then `calibrate`s the biases of "no mark" and of the comma on the dev text.
 
 Training text: one sentence a line, optionally ``group<TAB>sentence`` (a group is a book or a
 dialogue; consecutive sentences of a group are joined into training windows). Groups are held
@@ -759,9 +760,7 @@ def _checkpoint_progress(network: Any, vocabulary: Vocabulary, config: Punctuato
 # ---------------------------------------------------------------------------------------------
 
 def register_punctuator_commands(sub: Any) -> None:
-    """`harken punctuator train TEXT... --out FILE` and `harken punctuator apply FILE`."""
-    import argparse
-
+    """`harken punctuator train|calibrate|apply|attach`."""
     parser = sub.add_parser("punctuator", help="train or apply a punctuation and casing model")
     commands = parser.add_subparsers(title="punctuator commands", metavar="COMMAND")
     t = commands.add_parser("train", help="train a punctuator on written text",
@@ -797,7 +796,6 @@ def register_punctuator_commands(sub: Any) -> None:
     c.add_argument("--out", type=Path, default=None, help="output file (default: in place)")
     c.set_defaults(func=_run_calibrate)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
-    del argparse
 
 
 def _run_train(args: Any) -> int:
