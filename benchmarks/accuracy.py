@@ -38,7 +38,7 @@ def run_pocketsphinx(waves: list[np.ndarray]) -> tuple[list[str], float]:
 
 def run_harken(model, waves: list[np.ndarray], options) -> tuple[list[str], float]:
     began = time.perf_counter()
-    results = model.transcribe_batch(waves, options)
+    results = model.transcribe_batch(waves, options, written=False)  # normalised text
     return [r.text for r in results], time.perf_counter() - began
 
 

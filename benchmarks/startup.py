@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     python = sys.executable
     harken = [python, "-m", "harken.cli"]
-    from harken.model import ASSETS
+    from harken.modelfile import ASSETS
 
     bundled_lm = ASSETS / "en-small.bin"
     with tempfile.TemporaryDirectory(prefix="harken-startup-") as tmp:

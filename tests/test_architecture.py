@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "version"),
     ("audio", "text", "features_np"),
     ("features", "vad", "models", "decoding", "modelfile", "training.sphere", "training.manifests"),
-    ("interop.onnx_stream", "interop.onnx_network", "streaming", "diarization"),
+    ("interop.onnx_stream", "interop.onnx_network", "streaming", "diarization", "written"),
     ("model",),
     ("transcribe", "interop", "training", "serving"),
     ("", "compat"),  # "": the package itself (harken/__init__.py)

@@ -4,6 +4,7 @@
 `iter_segments` (long audio lazily), `stream()` (real time) and `decoder()` share one decoding
 path (`harken.decoding`). The file format (config.json + safetensors, ``.harken`` archives, the
 bundled registry) is `harken.modelfile`.
+A model that ships a punctuator (`harken.written.punctuator`) gives written text.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from harken.decoding.greedy import greedy_decode
 from harken.decoding.options import DecodeOptions, resolve_options
 from harken.errors import HarkenError, ModelError
 from harken.interop.onnx_network import check_backend, load_onnx_network
-from harken.modelfile import (CONFIG_FILE, WEIGHTS_FILE, ModelConfig, read_config, read_zip_model,
+from harken.modelfile import (ASSETS, CONFIG_FILE, DEFAULT_MODEL, PUNCTUATOR_FILE, WEIGHTS_FILE, ModelConfig,
+                              bundled_models, read_config, read_zip_model,
                               resolve_model_path, sha256_file)
 from harken.streaming import STREAM_OPTIONS, Stream
 from harken.text import CharTokenizer, load_tokenizer, save_tokenizer
 from harken.vad import split_speech
+from harken.written import write_transcript
+from harken.written.punctuator import load_punctuator, save_punctuator
 
 if TYPE_CHECKING:  # imported where used: exported models run without PyTorch
     import torch
@@ -62,6 +66,8 @@ class Model:
         self.feature_config = FeatureConfig.from_dict(config.features)
         self.featurizer = make_featurizer(self.feature_config)
         self.network = network
+        # Restores punctuation and capitals (harken.written.punctuator); None: transcripts stay raw.
+        self.punctuator: Any = None
         self.device = torch.device(device)
         self.to(self.device)
         self.eval()
@@ -139,18 +145,37 @@ class Model:
             results[i] = log_probs[row, : int(out_lengths[row])]
 
     def transcribe(self, audio: Any, options: DecodeOptions | None = None, *, vad: str | None = "auto",
-                   **decode_options: Any) -> Transcript:
+                   written: bool | None = None, **decode_options: Any) -> Transcript:
         """Transcribe one input (path, bytes, file object, float32 array at 16 kHz or (array, rate)).
 
         `options` is a `harken.decoding.DecodeOptions` (or keyword arguments for one); with
         neither, greedy decoding is used. Inputs longer than `WINDOW_SECONDS` are cut into
         speech segments by `vad` ("auto", "webrtc", "silero", "energy"; None: cut at quiet
         points, keeping everything), see `split_long_audio`.
+
+        With a punctuator (`self.punctuator`), the transcript is written text ("I paid $21.")
+        unless `written=False`, which gives the normalised text as recognised ("i paid twenty
+        one dollars"); see `write`.
         """
-        return self.transcribe_batch([audio], options, vad=vad, **decode_options)[0]
+        return self.transcribe_batch([audio], options, vad=vad, written=written,
+                                     **decode_options)[0]
+
+    def write(self, transcript: Transcript) -> Transcript:
+        """`transcript` as written text with this model's punctuator (unchanged without one):
+        `text` and segment texts punctuated, cased and with written numbers, each word's
+        `written` set and its times kept, the recognised text in `raw_text`."""
+        if self.punctuator is None:
+            return transcript
+
+        return write_transcript(transcript, self.punctuator)
+
+    def writes(self, written: bool | None) -> bool:
+        """Whether results are written text: `written`, or by default when a punctuator is set."""
+        return self.punctuator is not None if written is None else bool(written)
 
     def transcribe_batch(self, sources: Iterable[Any], options: DecodeOptions | None = None, *,
-                         vad: str | None = "auto", **decode_options: Any) -> list[Transcript]:
+                         vad: str | None = "auto", written: bool | None = None,
+                         **decode_options: Any) -> list[Transcript]:
         """Transcribe many inputs, batching the network; results keep the input order.
 
         A source that cannot be read raises `AudioError` naming it; use
@@ -166,21 +191,29 @@ class Model:
         per_input: list[list[Transcript]] = [[] for _ in waves]
         for (index, offset, _), lp in zip(pieces, log_probs):
             per_input[index].append(decode(lp, offset))
-        return [merge_transcripts(parts, len(w) / self.sample_rate)
-                for parts, w in zip(per_input, waves)]
+        results = [merge_transcripts(parts, len(w) / self.sample_rate)
+                   for parts, w in zip(per_input, waves)]
+        if self.writes(written):
+            results = [self.write(t) for t in results]
+        return results
 
     def iter_segments(self, audio: Any, options: DecodeOptions | None = None, *, vad: str | None = "auto",
-                      batch_seconds: float = 60.0, **decode_options: Any) -> Iterator[Segment]:
+                      batch_seconds: float = 60.0, written: bool | None = None,
+                      **decode_options: Any) -> Iterator[Segment]:
         """Transcribe one input lazily: yield its `Segment`s (absolute times) in order.
 
         The audio is cut into speech segments by `vad` as in `transcribe`; they are run through
         the network `batch_seconds` of audio at a time and decoded, so the first segments arrive
         after seconds even for hours of audio, and only one batch's features and
         log-probabilities are alive at any moment. Joining the yielded segments gives the same
-        words as `transcribe` with the same options.
+        words as `transcribe` with the same options. Written text (see `transcribe`) is made
+        for each speech segment's words.
         """
         wave = load_audio(audio, self.sample_rate)
         decode = self.decoder(options, **decode_options)
+        if self.writes(written):
+            raw = decode
+            decode = lambda lp, offset: self.write(raw(lp, offset))  # noqa: E731
         group: list[tuple[float, np.ndarray]] = []
         queued = 0
         for offset, piece in split_long_audio(wave, self.sample_rate, vad=vad):
@@ -311,6 +344,11 @@ def save_model(model: Model, path: str | os.PathLike, training: dict[str, Any] |
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
+        if getattr(model, "punctuator", None) is not None:
+
+            punctuator = model.punctuator
+            save_punctuator(punctuator.network, punctuator.config, punctuator.vocabulary,
+                            folder / PUNCTUATOR_FILE)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
         config = ModelConfig(
             architecture=model.config.architecture, size=model.config.size,
@@ -353,10 +391,17 @@ def load_model(path_or_name: str | os.PathLike | None = None, device: str = "cpu
         check_backend(backend)
     path = resolve_model_path(path_or_name)
     if path.is_dir():
-        return _load_folder(path, path, device, backend)
-    with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
-        read_zip_model(path, Path(tmp))
-        return _load_folder(Path(tmp), path, device, backend)
+        model = _load_folder(path, path, device, backend)
+    else:
+        with tempfile.TemporaryDirectory(prefix="harken-model-") as tmp:
+            read_zip_model(path, Path(tmp))
+            model = _load_folder(Path(tmp), path, device, backend)
+    entry = bundled_models().get(DEFAULT_MODEL if path_or_name is None else str(path_or_name))
+    if model.punctuator is None and entry and isinstance(entry.get("punctuator"), dict):
+
+        shipped = entry["punctuator"]
+        model.punctuator = load_punctuator(ASSETS / shipped["file"], shipped["sha256"])
+    return model
 
 
 def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch") -> Model:
@@ -371,8 +416,10 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
     config = read_config(folder, origin, backend)
     if backend != "torch":
         network = load_onnx_network(config, folder, origin, backend, device)
-        return Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
-                     path=origin, device=device)
+        model = Model(config, network, load_tokenizer(config.tokenizer, folder),  # type: ignore[arg-type]
+                      path=origin, device=device)
+        model.punctuator = _folder_punctuator(folder, config, origin)
+        return model
     try:
         tokenizer = load_tokenizer(config.tokenizer, folder)
         network = build_model(config.architecture,
@@ -388,7 +435,20 @@ def _load_folder(folder: Path, origin: Path, device: str, backend: str = "torch"
                          f"({exc})") from exc
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelError(f"{origin}: weights do not match the configuration ({exc})") from exc
-    return Model(config, network, tokenizer, path=origin, device=device)
+    model = Model(config, network, tokenizer, path=origin, device=device)
+    model.punctuator = _folder_punctuator(folder, config, origin)
+    return model
+
+
+def _folder_punctuator(folder: Path, config: ModelConfig, origin: Path) -> Any:
+    """The punctuator a model folder ships (its SHA-256 was checked with the other files);
+    its `path` names the model it came from."""
+    if PUNCTUATOR_FILE not in config.files:
+        return None
+
+    punctuator = load_punctuator(folder / PUNCTUATOR_FILE)
+    punctuator.path = origin
+    return punctuator
 
 
 

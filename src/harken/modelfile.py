@@ -37,6 +37,7 @@ CONFIG_FILE = "config.json"
 
 
 WEIGHTS_FILE = "weights.safetensors"
+PUNCTUATOR_FILE = "punctuator.safetensors"  # when the model ships one (written text)
 
 
 ASSETS = Path(__file__).parent / "assets"

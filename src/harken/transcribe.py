@@ -71,13 +71,14 @@ def is_manifest(path: Path) -> bool:
 
 def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
                      group_size: int = 8, vad: str | None = "auto",
-                     diarize: Any = None) -> Iterator[FileResult]:
+                     diarize: Any = None, written: bool | None = None) -> Iterator[FileResult]:
     """Transcribe files in groups (batched network); a file that fails is reported, not fatal.
 
     When a group fails as a whole, its files are run one by one so only the bad one is lost.
 
     `vad` cuts long files into speech segments (see `Model.transcribe`); None keeps all audio.
-    `diarize` (a `harken.diarization.diarize.DiarizeOptions`) labels words and segments with speakers."""
+    `diarize` (a `harken.diarization.DiarizeOptions`) labels words and segments with speakers;
+    `written` as in `Model.transcribe` (None: written text when the model has a punctuator)."""
 
     paths = list(paths)
     for start in range(0, len(paths), group_size):
@@ -91,12 +92,13 @@ def transcribe_files(model: Any, paths: Iterable[Path], options: Any = None,
                 results[path] = FileResult(path, error=str(exc))
         if loaded:
             try:
-                transcripts = model.transcribe_batch([w for _, w in loaded], options, vad=vad)
+                transcripts = model.transcribe_batch([w for _, w in loaded], options, vad=vad,
+                                                     **_written(written))
                 for (path, _), transcript in zip(loaded, transcripts):
                     results[path] = FileResult(path, transcript=transcript)
             except Exception:  # noqa: BLE001 - find the file that failed, keep the others
                 for path, wave in loaded:
-                    results[path] = _transcribe_alone(model, path, wave, options, vad)
+                    results[path] = _transcribe_alone(model, path, wave, options, vad, written)
         if diarize is not None:
             for path, wave in loaded:
                 if results[path].transcript is not None:
@@ -116,11 +118,17 @@ def _diarized(result: FileResult, wave: Any, options: Any) -> FileResult:
         return FileResult(result.path, error=f"{result.path}: diarization: {message}")
 
 
+def _written(written: bool | None) -> dict[str, Any]:
+    """The `written` keyword only when one is asked for (models without it keep working)."""
+    return {} if written is None else {"written": written}
+
+
 def _transcribe_alone(model: Any, path: Path, wave: Any, options: Any,
-                      vad: str | None) -> FileResult:
+                      vad: str | None, written: bool | None = None) -> FileResult:
     """One file on its own, any failure reported as its error (naming the file)."""
     try:
-        return FileResult(path, transcript=model.transcribe_batch([wave], options, vad=vad)[0])
+        return FileResult(path, transcript=model.transcribe_batch([wave], options, vad=vad,
+                                                                  **_written(written))[0])
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a long job
         message = str(exc) if isinstance(exc, HarkenError) else f"{type(exc).__name__}: {exc}"
         return FileResult(path, error=message if str(path) in message else f"{path}: {message}")
@@ -162,7 +170,11 @@ def subtitle_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
                   lines: int = SUBTITLE_LINES) -> list[tuple[float, float, str]]:
     """(start, end, text) subtitle cues: each segment cut into cues of at most `lines` lines of
     at most `line_chars` characters (a longer single word gets a line of its own), timed by
-    their words. Text without word times is spread over its segment by character count."""
+    their words. Text without word times is spread over its segment by character count.
+
+    Written transcripts show each word's written form; a cue that must be cut ends at its last
+    sentence end where it has one, and a sentence end closes a cue that already fills a
+    line."""
     return [cue[:3] for cue in speaker_cues(transcript, line_chars, lines)]
 
 
@@ -171,7 +183,7 @@ def speaker_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
     """`subtitle_cues` with the speaker of each cue's segment (None when not diarized)."""
     cues: list[tuple[float, float, str, str | None]] = []
     for segment in transcript_segments(transcript):
-        timed = [(w.word, w.start, w.end) for w in segment.words]
+        timed = _timed_words(segment.words)
         if not timed:  # spread the segment's time over its words by their length
             words = segment.text.split()
             total = max(1, sum(len(w) + 1 for w in words))
@@ -183,12 +195,42 @@ def speaker_cues(transcript: Transcript, line_chars: int = SUBTITLE_LINE_CHARS,
         current: list[tuple[str, float, float]] = []
         for item in timed:
             if current and len(_wrap([w for w, _, _ in current + [item]], line_chars)) > lines:
+                cut = _sentence_cut(current)
+                cues.append((*_cue(current[:cut], line_chars), segment.speaker))
+                current = current[cut:]
+            current.append(item)
+            if item[0].endswith(SENTENCE_ENDS) and len(" ".join(w for w, _, _ in current)) \
+                    >= line_chars:
                 cues.append((*_cue(current, line_chars), segment.speaker))
                 current = []
-            current.append(item)
         if current:
             cues.append((*_cue(current, line_chars), segment.speaker))
     return cues
+
+
+SENTENCE_ENDS = (".", "?", "!")
+
+
+def _timed_words(words: list[Any]) -> list[tuple[str, float, float]]:
+    """(text, start, end) per shown word: the written form when there is one; a word folded
+    into the one before it ("one" of "$21") extends that word's end."""
+    timed: list[tuple[str, float, float]] = []
+    for w in words:
+        written = getattr(w, "written", None)
+        if written == "" and timed:
+            text, start, _ = timed[-1]
+            timed[-1] = (text, start, w.end)
+        elif written != "":
+            timed.append((w.word if written is None else written, w.start, w.end))
+    return timed
+
+
+def _sentence_cut(words: list[tuple[str, float, float]]) -> int:
+    """Where to end a full cue: after its last sentence end, else after all its words."""
+    for k in range(len(words) - 1, -1, -1):
+        if words[k][0].endswith(SENTENCE_ENDS):
+            return k + 1
+    return len(words)
 
 
 def _wrap(words: list[str], line_chars: int) -> list[str]:

@@ -31,7 +31,8 @@ def _run_info(args: argparse.Namespace) -> int:
                       "backend": backend, "parameters": parameters,
                       "vocab_size": model.tokenizer.vocab_size, "tokenizer": c.tokenizer.get("kind"),
                       "frame_seconds": model.frame_seconds, "decoding": c.decoding,
-                      "training": {k: v for k, v in c.training.items() if k != "config"}}, indent=2))
+                      "training": {k: v for k, v in c.training.items() if k != "config"},
+                      "punctuator": _punctuator_info(model)}, indent=2))
     return 0
 
 
@@ -51,3 +52,12 @@ def _onnx_parameters(network: Any) -> int:
             count *= int(dim)
         total += count
     return total
+
+
+def _punctuator_info(model: Any) -> dict[str, Any] | None:
+    """What `harken info` says of the model's punctuator (None: transcripts stay raw)."""
+    punctuator = getattr(model, "punctuator", None)
+    if punctuator is None:
+        return None
+    return {"path": str(punctuator.path) if punctuator.path else None,
+            "language": punctuator.config.language, "vocab_size": punctuator.config.vocab_size}

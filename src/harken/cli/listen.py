@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
     add_decode_args(p)
     p.add_argument("--vad", choices=("webrtc", "silero", "energy"), default="webrtc",
                    help="detector for endpointing (default: webrtc)")
+    p.add_argument("--raw", action="store_true",
+                   help="finished utterances as recognised, not as written text")
     p.add_argument("--silence-ms", type=float, default=600.0,
                    help="trailing silence that ends an utterance (default: 600)")
     p.add_argument("--chunk-ms", type=int, default=100, help="audio per read (default: 100)")
@@ -31,6 +33,7 @@ def register(sub: Any) -> None:
 
 def _run_listen(args: argparse.Namespace) -> int:
     model = load_model_args(args)
+    finals = (lambda t: t) if args.raw else model.write  # partials stay as recognised
     overrides = decode_overrides(args)
     endpoint = EndpointConfig(silence_ms=args.silence_ms, method=args.vad)
     stream = model.stream(endpoint=endpoint, **overrides)
@@ -50,7 +53,7 @@ def _run_listen(args: argparse.Namespace) -> int:
     try:
         for chunk in chunks:
             for utterance in stream.feed(chunk):
-                show(utterance.text, final=True)
+                show(finals(utterance).text, final=True)
             partial = stream.partial().text
             if partial != shown:
                 show(partial, final=False)
@@ -60,5 +63,5 @@ def _run_listen(args: argparse.Namespace) -> int:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    show(stream.finish().text, final=True)
+    show(finals(stream.finish()).text, final=True)
     return 0

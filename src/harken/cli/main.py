@@ -8,8 +8,8 @@ import sys
 from typing import Sequence
 
 from harken.version import __version__
-from harken.cli import (data, evaluate, export, hub, importing, info, listen, lm, serve, tokenizer, train,
-                        transcribe)
+from harken.cli import (data, evaluate, export, hub, importing, info, listen, lm, punctuator, serve,
+                        tokenizer, train, transcribe)
 from harken.errors import HarkenError, UsageError
 
 
@@ -47,7 +47,8 @@ def _write_undecodable_names() -> None:
             stream.reconfigure(errors="surrogateescape")
 
 
-COMMANDS = (transcribe, evaluate, train, tokenizer, info, listen, lm, data, export, importing, hub, serve)
+COMMANDS = (transcribe, evaluate, train, tokenizer, info, listen, lm, data, export, importing, hub, serve,
+            punctuator)
 
 
 def build_parser() -> argparse.ArgumentParser:

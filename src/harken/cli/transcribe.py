@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("--vad", choices=("auto", "webrtc", "silero", "energy", "none"),
                    default="auto", help="voice activity detector that cuts long audio into "
                    "speech segments (none: keep all audio; default: auto)")
+    p.add_argument("--raw", action="store_true",
+                   help="normalised text as recognised (lowercase, no punctuation, numbers in "
+                        "words) instead of written text from the model's punctuator")
     add_diarize_args(p)
     add_batch_args(p)
     p.set_defaults(func=_run_transcribe)
@@ -76,7 +79,8 @@ def _print_transcripts(model: Any, options: Any, paths: list[Path], args: argpar
     several = len(paths) > 1
     failures = 0
     vad = None if args.vad == "none" else args.vad
-    for result in transcribe_files(model, paths, options, vad=vad, diarize=diarize):
+    for result in transcribe_files(model, paths, options, vad=vad, diarize=diarize,
+                                   written=False if args.raw else None):
         if bar is not None:
             bar.update(1)
         if result.error is not None:
@@ -164,7 +168,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
                              decode=decode_overrides(args),
                              vad=None if args.vad == "none" else args.vad,
                              formats=tuple(args.format.split(",")), threads=threads,
-                             diarize=diarize_options_from_args(args))
+                             diarize=diarize_options_from_args(args),
+                             written=False if getattr(args, "raw", False) else None)
     try:
         report = run_batch(inputs, args.output_dir, settings, workers=args.workers,
                            ray_address=args.ray, files_per_task=args.files_per_task,

@@ -220,7 +220,9 @@ class Model:
 
     def _transcribe(self, audio_buffer: np.ndarray, num_results: int) -> Transcript:
         audio = _pcm16(audio_buffer)
-        return self._model.transcribe(audio, self._options(num_results), vad=None)
+        # DeepSpeech gives the recognised (normalised) text, never written text
+        raw = {"written": False} if getattr(self._model, "punctuator", None) is not None else {}
+        return self._model.transcribe(audio, self._options(num_results), vad=None, **raw)
 
     def _metadata(self, transcript: Transcript, num_results: int) -> Metadata:
         candidates = [_candidate(transcript.text, transcript.words, transcript.score)]

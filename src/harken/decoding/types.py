@@ -28,13 +28,18 @@ class WordTokenizer(Protocol):
 @dataclass
 class Word:
     """One recognised word: `start`/`end` in seconds, `confidence` in [0, 1]; `speaker` is
-    set by diarization (`harken.diarization`), None otherwise."""
+    set by diarization (`harken.diarization`), None otherwise.
+
+    `word` is the word as spoken (normalised); `written` is how it is written in a written
+    transcript ("Stella," or "$21"), None when none was made, "" when the word is part of
+    the written form of the word before it ("twenty" -> "$21", "one" -> "")."""
 
     word: str
     start: float
     end: float
     confidence: float
     speaker: str | None = None
+    written: str | None = None
 
 
 @dataclass
@@ -65,7 +70,8 @@ class Transcript:
 
     `score` is the decoder's total score (acoustic log-probability, plus weighted LM and word
     scores for beam search). `alternatives` is the N-best list, best first, when
-    `DecodeOptions.nbest` > 1 (its first entry is `text`); empty otherwise.
+    `DecodeOptions.nbest` > 1 (its first entry is `text`); empty otherwise. `raw_text` is
+    the normalised text as recognised when `text` is written text (`harken.written`), else None.
     """
 
     text: str
@@ -76,6 +82,7 @@ class Transcript:
     alternatives: list[Alternative] = field(default_factory=list)
     # who spoke when (`harken.diarization.SpeakerTurn`s), set by diarization; empty otherwise
     speaker_turns: list[Any] = field(default_factory=list)
+    raw_text: str | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -42,7 +42,8 @@ import numpy as np
 
 from harken.errors import ConfigError, ModelError, require
 from harken.interop.onnx_network import INPUT_NAMES, OUTPUT_NAMES, OnnxNetwork
-from harken.modelfile import CONFIG_FILE, LM_INFO_SUFFIX, carry_language_model, sha256_file
+from harken.modelfile import CONFIG_FILE, LM_INFO_SUFFIX, PUNCTUATOR_FILE, carry_language_model, sha256_file
+from harken.written.punctuator import save_punctuator
 from harken.interop.onnx_stream import INT8_STREAM_FILE, STREAM_FILE, can_export_stream, export_stream_step
 from harken.text import save_tokenizer
 from harken.interop.onnx_weights import quantize_weights
@@ -120,6 +121,10 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
         stream_info = _export_stream(network, folder, opset, check, int8,
                                      INT8_OPS[architecture])
         tokenizer_config = save_tokenizer(model.tokenizer, folder)
+        if getattr(model, "punctuator", None) is not None:  # written text travels along
+            punct = model.punctuator
+            save_punctuator(punct.network, punct.config, punct.vocabulary,
+                            folder / PUNCTUATOR_FILE)
         decoding = carry_language_model(model, folder)
         files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
                  if not p.name.endswith(LM_INFO_SUFFIX)}

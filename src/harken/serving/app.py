@@ -117,6 +117,8 @@ class Metrics:
 def _word_dict(word: Word) -> dict[str, Any]:
     out = {"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3),
            "confidence": round(word.confidence, 4)}
+    if word.written is not None:  # written transcripts: the word as written ("" if folded)
+        out["written"] = word.written
     if word.speaker is not None:
         out["speaker"] = word.speaker
     return out
@@ -251,9 +253,11 @@ class Service:
 
     async def transcribe(self, data: bytes, filename: str, overrides: dict[str, Any],
                          max_seconds: float | None, endpoint: str,
-                         diarize: dict[str, Any] | None = None) -> Transcript:
+                         diarize: dict[str, Any] | None = None, written: bool | None = None
+                         ) -> Transcript:
         """Transcribe an uploaded file exactly as `Model.transcribe` does, batching the network
-        with concurrent requests; `diarize` (`DiarizeOptions` fields) labels speakers."""
+        with concurrent requests; `diarize` (`DiarizeOptions` fields) labels speakers; written
+        text when the model has a punctuator, unless `written` is False."""
 
         model, started = self.model, time.perf_counter()
         wave = await self.run_sync(load_upload, data, filename, model.sample_rate)
@@ -268,8 +272,11 @@ class Service:
         log_probs = await self.batcher.log_probs([p for _, p in pieces])  # type: ignore[union-attr]
 
         def finish() -> Transcript:
-            return merge_transcripts([decode(lp, offset) for (offset, _), lp
-                                      in zip(pieces, log_probs)], seconds)
+            transcript = merge_transcripts([decode(lp, offset) for (offset, _), lp
+                                            in zip(pieces, log_probs)], seconds)
+            writes = getattr(model, "writes", None)
+            return model.write(transcript) if writes is not None and writes(written) \
+                else transcript
 
         transcript = await self.run_sync(finish)
         if diarize is not None:
@@ -324,7 +331,7 @@ class StreamSession:
     def __init__(self, service: Service, settings: dict[str, Any]) -> None:
 
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
-                 "silence_ms", "diarize"}
+                  "silence_ms", "diarize", "raw"}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"stream config: unknown keys {unknown}; expected some of "
@@ -341,6 +348,8 @@ class StreamSession:
                               f"{', '.join(STREAM_ENCODINGS)}, got {encoding!r}")
         self.dtype = STREAM_ENCODINGS[encoding]
         self.partials = bool(settings.get("partials", True))
+        # Finals are written text when the model has a punctuator; partials stay raw.
+        self.write = None if settings.get("raw") is True else getattr(model, "write", None)
         hotwords = settings.get("hotwords") or {}
         if isinstance(hotwords, list):
             hotwords = {str(w): PROMPT_HOTWORD_BOOST for w in hotwords}
@@ -434,6 +443,8 @@ class StreamSession:
             return [*messages, self._final(self.stream.finish())]
 
     def _final(self, transcript: Transcript) -> dict[str, Any]:
+        if self.write is not None:
+            transcript = self.write(transcript)
         start = self._utterance_start
         self._utterance_start = end = start + transcript.duration
         message = {"type": "final", "text": transcript.text,
@@ -746,13 +757,18 @@ def create_app(model: Any, config: ServerConfig | None = None) -> Any:
                                "word and/or segment", "bad_request", "timestamp_granularities")
         overrides = form_overrides(form, service)
         diarize = form_diarize(form)
+        raw = str(form.get("raw") or "").lower()
+        if raw not in ("", "true", "false", "1", "0"):
+            raise RequestError(400, f"raw must be true or false, got {raw!r}", "bad_request",
+                               "raw")
         streamed = await streamed_transcription(service, form, data, name, overrides)
         if streamed is not None:
             return streamed
         try:
             transcript = await asyncio.wait_for(
                 service.transcribe(data, name, overrides, config.max_audio_seconds,
-                                   "/v1/audio/transcriptions", diarize),
+                                   "/v1/audio/transcriptions", diarize,
+                                   written=False if raw in ("true", "1") else None),
                 config.request_timeout_seconds)
         except asyncio.TimeoutError:
             raise RequestError(504, f"transcription took longer than this server's request "

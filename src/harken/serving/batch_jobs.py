@@ -66,6 +66,7 @@ class BatchSettings:
     formats: tuple[str, ...] = ("txt",)
     threads: int | None = None
     diarize: Any = None  # harken.diarization.diarize.DiarizeOptions: label speakers
+    written: bool | None = None  # None: written text when the model ships a punctuator
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ class Transcriber:
         start = time.perf_counter()
         results = list(transcribe_files(self.model, [Path(p) for p in paths], self.options,
                                         group_size=max(1, len(paths)), vad=self.settings.vad,
-                                        diarize=self.settings.diarize))
+                                        diarize=self.settings.diarize,
+                                        written=self.settings.written))
         elapsed = time.perf_counter() - start
         audio = sum(r.transcript.duration for r in results if r.transcript is not None)
         rows = []

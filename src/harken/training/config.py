@@ -276,3 +276,19 @@ def needs_global_stats(features: dict[str, Any]) -> bool:
     """True for `normalize = "global"` without `global_mean`/`global_std`: training measures them."""
     return (features.get("normalize") == "global"
             and features.get("global_mean") is None and features.get("global_std") is None)
+
+
+def lr_lambda(optim: OptimSection, total_steps: int):
+    warmup = max(1, optim.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if optim.schedule == "constant":
+            return 1.0
+        if optim.schedule == "noam":
+            return max(optim.min_lr_ratio, math.sqrt(warmup / (step + 1)))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor

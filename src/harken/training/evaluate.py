@@ -99,7 +99,9 @@ def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any
                     continue
                 kept.append(u)
             began = time.perf_counter()
-            transcripts = model.transcribe_batch(waves, options) if waves else []
+            # scoring compares normalised text: the recognised words, not written text
+            transcripts = (model.transcribe_batch(waves, options, **_raw(model))
+                           if waves else [])
             compute_seconds += time.perf_counter() - began
             for u, wave, t in zip(kept, waves, transcripts):
                 reference = normalize(u.text)
@@ -120,3 +122,8 @@ def evaluate_manifests(model: Any, manifests: Sequence[str | Path], options: Any
     return EvalResult(n=len(references), audio_seconds=audio_seconds,
                       rtf=compute_seconds / audio_seconds if audio_seconds else 0.0,
                       failed=failed, **rates)  # type: ignore[arg-type]
+
+
+def _raw(model: Any) -> dict[str, Any]:
+    """`written=False` for models that write text (ONNX and other model types may not)."""
+    return {"written": False} if getattr(model, "punctuator", None) is not None else {}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ from harken.training.data import (BucketBatchSampler, collate, DatasetSpec, mix_
 from harken.training.evaluate import evaluate_manifests
 from harken.training.manifests import load_utterance
 from harken.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from harken.training.config import (OptimSection, TrainConfig, needs_global_stats, specaugment_config,
+from harken.training.config import (TrainConfig, lr_lambda, needs_global_stats, specaugment_config,
                                    text_normalizer)
 
 log = logging.getLogger(__name__)
@@ -49,20 +48,6 @@ log = logging.getLogger(__name__)
 # The training loop
 # ---------------------------------------------------------------------------------------------
 
-def lr_lambda(optim: OptimSection, total_steps: int):
-    warmup = max(1, optim.warmup_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if optim.schedule == "constant":
-            return 1.0
-        if optim.schedule == "noam":
-            return max(optim.min_lr_ratio, math.sqrt(warmup / (step + 1)))
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def _pick_device(name: str) -> torch.device:
