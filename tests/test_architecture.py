@@ -163,7 +163,7 @@ def test_every_command_module_is_registered():
     commands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     assert sorted(commands.choices) == sorted([
         "transcribe", "evaluate", "train", "tokenizer", "info", "listen", "lm", "data", "export",
-        "import", "models", "download", "serve"])
+        "import", "models", "download", "serve", "punctuator"])
     lm = commands.choices["lm"]._actions
     assert any(getattr(a, "choices", None) and "tune" in a.choices for a in lm)
 

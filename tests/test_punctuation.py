@@ -279,7 +279,8 @@ def test_model_writes_by_default_and_raw_on_request(punctuator, tmp_path: Path) 
 
 def test_bundled_punctuator_is_checked_and_loaded(punctuator, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import harken.model as model_module
+    import harken.model
+    import harken.modelfile as model_module
     from harken.model import load_model, new_model
     from harken.modelfile import sha256_file
 
@@ -292,6 +293,7 @@ def test_bundled_punctuator_is_checked_and_loaded(punctuator, tmp_path: Path,
         "file": model_path.name, "sha256": sha256_file(model_path),
         "punctuator": {"file": punct_path.name, "sha256": sha256_file(punct_path)}}}))
     monkeypatch.setattr(model_module, "ASSETS", tmp_path)
+    monkeypatch.setattr(harken.model, "ASSETS", tmp_path)  # (the punctuator of a bundled model)
     monkeypatch.setattr(model_module, "REGISTRY_FILE", registry)
     model = load_model()
     assert model.punctuator is not None
