@@ -309,14 +309,14 @@ def test_sampler_start_batch_resumes_with_the_tail_of_the_epoch(varied: list[Utt
 def test_sampler_measures_missing_durations_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import harken.audio
+    import harken.training.manifests as manifests  # where durations are measured
 
     paths = [write_wav(tmp_path / f"{i}.wav", s) for i, s in enumerate([0.5, 0.25, 1.0])]
     utterances = [Utterance(p, "a", None, p.stem) for p in paths] * 2
     calls: list[Path] = []
-    measure = harken.audio.audio_duration
+    measure = manifests.audio_duration
     monkeypatch.setattr(
-        harken.audio, "audio_duration", lambda path: calls.append(path) or measure(path)
+        manifests, "audio_duration", lambda path: calls.append(path) or measure(path)
     )
     sampler = BucketBatchSampler(utterances, max_batch_seconds=1.0)
     BucketBatchSampler(utterances, max_batch_seconds=1.0)
