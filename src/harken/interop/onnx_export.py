@@ -92,7 +92,7 @@ def export_onnx(model: Model, out_dir: str | os.PathLike, int8: bool = False,
     """
     import torch
 
-    if getattr(model.network, "is_transducer", False):  # three graphs: harken.interop.transducer_onnx
+    if model.is_transducer:  # three graphs: harken.interop.transducer_onnx
         # only transducers need it (three graphs)
         from harken.interop.transducer_onnx import export_transducer_onnx
 

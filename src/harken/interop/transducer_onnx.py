@@ -108,7 +108,7 @@ def export_transducer_onnx(model: Any, out_dir: str | os.PathLike, opset: int = 
     compared with PyTorch; a difference above `CHECK_TOLERANCE` raises `ModelError`.
     """
 
-    if not getattr(model.network, "is_transducer", False):
+    if not model.is_transducer:
         raise ModelError(f"{model.path}: not a transducer model; use harken.interop.onnx_export.export_onnx")
     require("onnx", "onnx")
     network = copy.deepcopy(model.network).cpu().eval()

@@ -71,7 +71,7 @@ def cached_log_probs(model: Any, manifests: Sequence[str | os.PathLike[str]],
     Unreadable audio is logged and skipped. References are normalised as in
     `harken.training.evaluate.evaluate_manifests` (by default, as the model's tokenizer was trained)."""
 
-    if getattr(model.network, "is_transducer", False):
+    if model.is_transducer:
         raise HarkenError("LM tuning searches CTC beam search settings on CTC log-probabilities; "
                           "transducer models decode with their own search (docs/transducer.md)")
 
