@@ -15,9 +15,14 @@ stream in pieces gives exactly the result of feeding it at once:
   frame) and by its `token_beam` best tokens (it may emit again at the same frame, up to
   `max_symbols` tokens); equal token sequences are merged (log-add), the `beam_width` best
   are kept and those scoring `beam_threshold` below the best are dropped. With
-  `max_symbols=1` this is icefall's `modified_beam_search`.
+  `max_symbols=1` this is icefall's `modified_beam_search`. A hypothesis that leaves a frame
+  after `max_symbols` tokens, without its blank, defers its next tokens to the next frame; at
+  the last frame there is none, so `finish` lets it go on there (up to `max_symbols` more
+  tokens) and closes it with the blank, as every path of the training lattice ends: otherwise
+  a word cut short ("blu" for "blue") would keep the probability of its missing tokens.
 - `hotwords`: a phrase's boost is spread over its tokens and earned as they are emitted
-  (taken back if the phrase is not completed), as the CTC beam search does.
+  (taken back if the phrase is not completed, or its last word goes on), as the CTC beam
+  search does.
 - `lm`: a word n-gram LM (ARPA or KenLM binary) read with the kenlm module: when a
   hypothesis completes a word it gains lm_weight * ln P_lm(word | history) + word_score (the
   end of sentence is scored at `finish`). The predictor is already a language model over
@@ -42,7 +47,7 @@ from harken.decoding.options import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, Decod
 from harken.decoding.types import Alternative, Transcript, build_transcript
 from harken.decoding.greedy import greedy_decode
 from harken.errors import ConfigError
-from harken.decoding.ctc_beam import quiet_stderr, add_hotword, get_decoder
+from harken.decoding.ctc_beam import _Hotwords, get_decoder, quiet_stderr
 
 # Greedy search: at most this many tokens are emitted at one encoder frame.
 MAX_SYMBOLS_PER_FRAME = 3
@@ -55,12 +60,16 @@ _LN10 = math.log(10.0)
 # --- hotwords and LM ---------------------------------------------------------------------------
 
 class _HotwordTrie:
-    """Token sequences of the hotwords; `bonus[node]` is what reaching `node` earns."""
+    """The hotwords' token sequences, matched as the CTC beam search matches them
+    (`harken.decoding.ctc_beam._Hotwords`): a phrase begins at a word start, earns its boost
+    token by token, and keeps it only where its last word ends (the next token is a space or
+    begins a word, or the input ends): "hello word" earns nothing in "hello wordy"."""
 
     def __init__(self, hotwords: dict[str, float], tokenizer: Any) -> None:
-        self.children: list[dict[int, int]] = [{}]
-        self.bonus = [0.0]
-        self.terminal = [False]
+        tokens = list(tokenizer.tokens)
+        separator = np.array([t == " " for t in tokens])
+        begins = np.array([t.startswith(_WORD_START) for t in tokens])
+        self.table = _Hotwords([{}], [0.0], [False], begins, separator | begins, separator)
         for phrase, boost in hotwords.items():
             text = tokenizer.normalizer(phrase)  # the model's language, as in training
             if not text:
@@ -69,27 +78,18 @@ class _HotwordTrie:
                 sequence = tokenizer.encode(text)
             except ValueError as exc:
                 raise ConfigError(f"hotwords: {phrase!r}: {exc}") from exc
-            add_hotword(self.children, self.bonus, self.terminal, sequence, boost)
+            self.table._add(sequence, boost)
 
-    def step(self, node: int, token: int) -> tuple[int, float]:
-        """Follow `token` from `node`: (new node, score change)."""
-        change = 0.0
-        if node:
-            child = self.children[node].get(token)
-            if child is not None:
-                return (0 if self.terminal[child] and not self.children[child] else child,
-                        self.bonus[child] - self.bonus[node])
-            if not self.terminal[node]:
-                change = -self.bonus[node]  # not a hotword after all: take back what it earned
-        child = self.children[0].get(token)
-        if child is not None:
-            return (0 if self.terminal[child] and not self.children[child] else child,
-                    change + self.bonus[child])
-        return 0, change
+    def step(self, node: int, previous: int | None, token: int) -> tuple[int, float]:
+        """Follow `token` (after the token `previous`, None at the start) from `node`:
+        (new node, score change)."""
+        can_begin = previous is None or bool(self.table.separator[previous])
+        node, _, change = self.table.step(node, self.table.bonus[node], can_begin, token)
+        return node, change
 
     def close(self, node: int) -> float:
         """Score change at the end: an unfinished phrase gives back what it earned."""
-        return 0.0 if self.terminal[node] else -self.bonus[node]
+        return 0.0 if self.table.terminal[node] else -self.table.bonus[node]
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,6 +129,7 @@ class Hypothesis:
     lm_state: Any = None
     word: str = ""  # the word being spelled (LM fusion)
     words: int = 0
+    capped: float = -math.inf  # the part of `score` that left the last frame after max_symbols
 
 
 def _stack_states(kind: str, states: Sequence[Any]) -> Any:
@@ -144,23 +145,25 @@ def _select_state(kind: str, state: Any, i: int) -> Any:
 
 
 # (score, parent hypothesis, token emitted after it or None for blank, its log-probability,
-#  acoustic score)
-_Candidate = tuple[float, Hypothesis, "int | None", float, float]
+#  acoustic score, the part of score that left the frame without a blank (max_symbols))
+_Candidate = tuple[float, Hypothesis, "int | None", float, float, float]
 
 
 def _add(candidates: dict[tuple[int, ...], _Candidate], tokens: tuple[int, ...], score: float,
-         parent: Hypothesis, token: int | None, value: float) -> None:
+         parent: Hypothesis, token: int | None, value: float, capped: bool = False) -> None:
     """Add a candidate; the same tokens by another alignment add their probabilities (the
     better alignment is kept for word times). Hotword and LM terms depend on the tokens only,
-    so score - acoustic is the same for both."""
+    so score - acoustic is the same for both. `capped`: it leaves the frame without a blank."""
     acoustic = parent.acoustic + value
+    cap = score if capped else -math.inf
     known = candidates.get(tokens)
     if known is None:
-        candidates[tokens] = (score, parent, token, value, acoustic)
+        candidates[tokens] = (score, parent, token, value, acoustic, cap)
         return
     best = known if known[0] >= score else (score, parent, token, value, acoustic)
     candidates[tokens] = (float(np.logaddexp(known[0], score)), best[1], best[2], best[3],
-                          float(np.logaddexp(known[4], acoustic)))
+                          float(np.logaddexp(known[4], acoustic)),
+                          float(np.logaddexp(known[5], cap)))
 
 
 def _ranked(candidates: dict[tuple[int, ...], _Candidate], width: int
@@ -215,6 +218,7 @@ class TransducerSearch:
             self.lm.BeginSentenceWrite(lm_state)
         self.hyps = [Hypothesis((), 0.0, 0.0, out, state, lm_state=lm_state)]
         self._frames = 0
+        self._last_frame: Tensor | None = None  # (J,) the last frame fed, projected
 
     # -- public -------------------------------------------------------------------------------
     def frames(self) -> int:
@@ -237,8 +241,9 @@ class TransducerSearch:
             if self.greedy:
                 self._greedy_frame(frame)
             else:
-                self._beam_frame(frame)
+                self.hyps = self._beam_frame(frame, self.hyps, {})
             self._frames += 1
+        self._last_frame = frames[-1]
 
     def result(self, tail: Tensor | np.ndarray | None = None) -> Transcript:
         """The best transcript so far (with `tail` frames decoded on a copy)."""
@@ -250,7 +255,7 @@ class TransducerSearch:
 
     def finish(self) -> Transcript:
         """The final transcript: end-of-sentence LM scores and unfinished hotwords counted."""
-        return self._transcript(self._closed_hyps(final=True))
+        return self._transcript(self._closed_hyps(final=True, hyps=self._close_last_frame()))
 
     # -- greedy ---------------------------------------------------------------------------------
     def _greedy_frame(self, frame: Tensor) -> None:
@@ -264,29 +269,36 @@ class TransducerSearch:
             if token_id == self.blank:
                 hyp.score += value
                 hyp.acoustic += value
+                hyp.capped = -math.inf
                 return
             out, state = self.network.predictor.step(token.view(1), hyp.state)
             hyp = Hypothesis(hyp.tokens + (token_id,), hyp.score + value, hyp.acoustic + value,
                              self.network.joint.predictor_proj(out)[0], state,
                              hyp.frames + (self._frames,), hyp.token_log_probs + (value,))
             self.hyps = [hyp]
-        # max_symbols reached: the frame is left without its blank (as icefall/NeMo do)
+        # max_symbols reached: the frame is left without its blank (as icefall/NeMo do); at the
+        # end of the input `finish` counts the last frame's blank in the score
+        hyp.capped = hyp.score
 
     # -- beam search ---------------------------------------------------------------------------
-    def _beam_frame(self, frame: Tensor) -> None:
-        """One frame of beam search: hypotheses may emit up to `max_symbols` tokens before
-        the blank that moves them to the next frame (after `max_symbols` tokens they move
-        without it, as in greedy search)."""
+    def _beam_frame(self, frame: Tensor, active: list[Hypothesis],
+                    done: dict[tuple[int, ...], _Candidate], close: bool = False
+                    ) -> list[Hypothesis]:
+        """One frame (J,) of beam search from the hypotheses `active`; `done` holds those that
+        already consumed the frame. Hypotheses may emit up to `max_symbols` tokens before the
+        blank that moves them to the next frame; after `max_symbols` tokens they move without
+        it (as in greedy search), or with `close` (the last frame, see `finish`) they must
+        take it. Returns the new beam."""
         options = self.options
-        done: dict[tuple[int, ...], _Candidate] = {}  # hypotheses that consumed the frame
-        active = self.hyps
-        for symbol in range(self.max_symbols):
-            last = symbol == self.max_symbols - 1
+        for symbol in range(self.max_symbols + close):
+            last = symbol == self.max_symbols - 1 and not close  # tokens leave without blank
             predictor_out = torch.stack([h.predictor_out for h in active])  # (N, J)
             log_probs = torch.log_softmax(
                 self.network.joint.out(torch.tanh(frame[None] + predictor_out)).float(), dim=-1)
             for hyp, value in zip(active, log_probs[:, self.blank].tolist()):
                 _add(done, hyp.tokens, hyp.score + value, hyp, None, value)
+            if symbol == self.max_symbols:  # closing: only the blank is left
+                break
             emitted: dict[tuple[int, ...], _Candidate] = {}
             token_scores = log_probs.clone()
             token_scores[:, self.blank] = -math.inf
@@ -301,7 +313,7 @@ class TransducerSearch:
                 hyp = active[flat // per_hyp]
                 token, value = tokens[flat], values[flat]
                 _add(done if last else emitted, hyp.tokens + (token,),
-                     hyp.score + value + self._bonus(hyp, token), hyp, token, value)
+                     hyp.score + value + self._bonus(hyp, token), hyp, token, value, last)
             if last or not emitted:
                 break
             # A blank only lowers a score: candidates below the beam of finished ones are out.
@@ -315,13 +327,46 @@ class TransducerSearch:
             active = self._extend(kept)
         ranked = _ranked(done, options.beam_width)
         threshold = ranked[0][1][0] - options.beam_threshold
-        self.hyps = self._extend([r for r in ranked if r[1][0] >= threshold])
+        return self._extend([r for r in ranked if r[1][0] >= threshold])
+
+    @torch.inference_mode()
+    def _close_last_frame(self) -> list[Hypothesis]:
+        """The beam at the end of the input: the alignments that left the last frame after
+        `max_symbols` tokens without its blank go on at that frame (there is no next one to
+        emit their next tokens) and end with its blank, as every path of the lattice does.
+        Greedy search (one alignment, the textbook loop) keeps its tokens and counts the blank."""
+        if self._last_frame is None or all(h.capped == -math.inf for h in self.hyps):
+            return self.hyps
+        if self.greedy:
+            hyp = self.hyps[0]
+            log_probs = torch.log_softmax(self.network.joint.out(
+                torch.tanh(self._last_frame + hyp.predictor_out)).float(), dim=-1)
+            value = float(log_probs[self.blank])
+            return [replace(hyp, score=hyp.score + value, acoustic=hyp.acoustic + value,
+                            capped=-math.inf)]
+        done: dict[tuple[int, ...], _Candidate] = {}
+        active = []
+        for hyp in self.hyps:
+            rest = hyp.score - hyp.capped  # log of (all / capped) >= 0
+            settled = (hyp.score + math.log(-math.expm1(-rest)) if rest > 1e-12 else -math.inf)
+            if settled > -math.inf:  # the alignments that took the blank are final
+                done[hyp.tokens] = (settled, hyp, None, 0.0, hyp.acoustic - hyp.score + settled,
+                                    -math.inf)
+            if hyp.capped > -math.inf:
+                active.append(replace(hyp, score=hyp.capped, capped=-math.inf,
+                                      acoustic=hyp.acoustic - hyp.score + hyp.capped))
+        self._frames -= 1  # tokens emitted now belong to the last frame
+        try:
+            return self._beam_frame(self._last_frame, active, done, close=True)
+        finally:
+            self._frames += 1
 
     def _bonus(self, hyp: Hypothesis, token: int) -> float:
         """Hotword and LM score change of emitting `token` after `hyp`."""
         bonus = 0.0
         if self.hotwords is not None:
-            bonus += self.hotwords.step(hyp.hotword_node, token)[1]
+            previous = hyp.tokens[-1] if hyp.tokens else None
+            bonus += self.hotwords.step(hyp.hotword_node, previous, token)[1]
         if self.lm is not None and self._boundary[token] and hyp.word:
             bonus += self._word_lm_score(hyp.lm_state, hyp.word)[0]
         return bonus
@@ -338,23 +383,26 @@ class TransducerSearch:
         emitted a token."""
         result: list[Hypothesis | None] = []
         emitted = []
-        for tokens, (score, parent, token, value, acoustic) in ranked:
+        for tokens, (score, parent, token, value, acoustic, capped) in ranked:
             if token is None:
-                result.append(replace(parent, score=score, acoustic=acoustic))
+                result.append(replace(parent, score=score, acoustic=acoustic, capped=capped))
             else:
                 result.append(None)
-                emitted.append((len(result) - 1, tokens, score, parent, token, value, acoustic))
+                emitted.append((len(result) - 1, tokens, score, parent, token, value, acoustic,
+                                capped))
         if emitted:
             device = self.hyps[0].predictor_out.device
             tokens_in = torch.tensor([e[4] for e in emitted], device=device)
             state = _stack_states(self.kind, [e[3].state for e in emitted])
             out, state = self.network.predictor.step(tokens_in, state)
             out = self.network.joint.predictor_proj(out)
-            for i, (slot, tokens, score, parent, token, value, acoustic) in enumerate(emitted):
+            for i, (slot, tokens, score, parent, token, value, acoustic, capped) in enumerate(
+                    emitted):
                 node, lm_state = parent.hotword_node, parent.lm_state
                 word, words = parent.word, parent.words
                 if self.hotwords is not None:
-                    node = self.hotwords.step(node, token)[0]
+                    node = self.hotwords.step(node, parent.tokens[-1] if parent.tokens
+                                              else None, token)[0]
                 if self.lm is not None:
                     if self._boundary[token]:
                         if word:
@@ -367,15 +415,16 @@ class TransducerSearch:
                                           _select_state(self.kind, state, i),
                                           parent.frames + (self._frames,),
                                           parent.token_log_probs + (value,), node, lm_state,
-                                          word, words)
+                                          word, words, capped)
         return [h for h in result if h is not None]
 
     # -- results --------------------------------------------------------------------------------
-    def _closed_hyps(self, final: bool) -> list[tuple[float, Hypothesis]]:
-        """Hypotheses with their closing scores (LM: last word and end of sentence), best
-        first. Without `final`, unfinished hotwords keep what they earned."""
+    def _closed_hyps(self, final: bool, hyps: list[Hypothesis] | None = None
+                     ) -> list[tuple[float, Hypothesis]]:
+        """Hypotheses (`hyps`, else the beam) with their closing scores (LM: last word and end
+        of sentence), best first. Without `final`, unfinished hotwords keep what they earned."""
         closed = []
-        for hyp in self.hyps:
+        for hyp in self.hyps if hyps is None else hyps:
             score = hyp.score
             if final and self.hotwords is not None:
                 score += self.hotwords.close(hyp.hotword_node)

@@ -270,18 +270,25 @@ class OnnxTransducer:
         times: list[int] = []
         confidences: list[float] = []
         score = 0.0
+        capped = False  # the frame was left after max_symbols tokens, without its blank
         for t, frame in enumerate(frames):
+            capped = True
             for _ in range(max_symbols):
                 (log_probs,) = joint.run(None, {"encoder_out": frame[None],
                                                 "predictor_out": predictor_out})
                 token = int(log_probs[0].argmax())
                 score += float(log_probs[0, token])
                 if token == 0:
+                    capped = False
                     break
                 ids.append(token)
                 times.append(t)
                 confidences.append(float(np.exp(log_probs[0, token])))
                 predictor_out, state = step(token, state)
+        if capped:  # the input ends: the last frame's blank is counted, as in Model.transcribe
+            (log_probs,) = joint.run(None, {"encoder_out": frames[-1][None],
+                                            "predictor_out": predictor_out})
+            score += float(log_probs[0, 0])
         return build_transcript(ids, times, times, confidences, self.tokenizer,
                                 self.frame_seconds, score=score,
                                 duration=len(wave) / self.feature_config.sample_rate)
