@@ -55,6 +55,8 @@ class OnnxModel(Model):
         self.featurizer = make_numpy_featurizer(self.feature_config)  # type: ignore[assignment]
         self.network = network  # type: ignore[assignment]
         self.device = device  # type: ignore[assignment]
+        # Punctuators run with PyTorch: exported models without it give the text as recognised.
+        self.punctuator = None
 
     def to(self, device: Any) -> OnnxModel:
         """Only the device it was loaded for: ONNX Runtime sessions are bound to a provider."""
