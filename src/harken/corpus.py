@@ -285,7 +285,8 @@ def register_data_commands(subparsers: Any) -> None:
         nargs="+",
         default=None,
         metavar="ENGINE",
-        help="engines to use (default: all installed: espeak-ng flite festival pico2wave)",
+        help="engines to use (default: all installed of espeak-ng flite festival pico2wave; "
+        "also kokoro, piper: harken.synth_neural)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

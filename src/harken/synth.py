@@ -45,7 +45,10 @@ from harken.errors import ConfigError, HarkenError
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "flite", "festival", "pico2wave")
+# Engines used by default; the neural ones (harken.synth_neural) only when asked for.
+DEFAULT_ENGINES = ("espeak-ng", "flite", "festival", "pico2wave")
+NEURAL_ENGINES = ("kokoro", "piper")
+ENGINES = DEFAULT_ENGINES + NEURAL_ENGINES
 AUDIO_FORMATS = {"flac": ("FLAC", "PCM_16"), "opus": ("OGG", "OPUS")}
 EXTENSIONS = {"flac": ".flac", "opus": ".ogg"}
 
@@ -365,16 +368,18 @@ class _Pico:
         return _read_wav(out, job.voice.speaker)
 
 
-_ENGINES = {e.name: e for e in (_Espeak(), _Flite(), _Festival(), _Pico())}
+from harken.synth_neural import NEURAL_RATE_RANGE, _Kokoro, _Piper, parse_blend  # noqa: E402
+
+_ENGINES = {e.name: e for e in (_Espeak(), _Flite(), _Festival(), _Pico(), _Kokoro(), _Piper())}
 
 
 def discover_voices(engines: Sequence[str] | None = None) -> dict[str, list[Voice]]:
-    """The voices of each requested engine (all of `ENGINES` by default) that is installed.
+    """The voices of each requested engine (`DEFAULT_ENGINES` by default) that is installed.
 
     An engine that is not installed, or whose voice listing fails, maps to an empty list.
     Raises `ConfigError` for an unknown engine name.
     """
-    names = list(ENGINES if engines is None else engines)
+    names = list(DEFAULT_ENGINES if engines is None else engines)
     unknown = sorted(set(names) - set(_ENGINES))
     if unknown:
         raise ConfigError(
@@ -399,6 +404,11 @@ def describe_voices(voices: dict[str, list[Voice]]) -> str:
             lines.append(f"{engine}: not installed (or no English voice)")
             continue
         names = [v.name for v in found]
+        if engine == "kokoro":
+            packs = [n for n in names if "=" not in n]
+            lines.append(f"{engine}: {len(names)} voices ({len(packs)} packs: {', '.join(packs)}; "
+                         f"{len(names) - len(packs)} blends of 2-3 packs)")
+            continue
         base = sorted({n.split("+", 1)[0] for n in names})
         variants = len(names) - len(base)
         detail = f" with {variants} voice+variant combinations" if variants else ""
@@ -559,12 +569,15 @@ def _job(
     engine = engines[rng.integers(len(engines))]
     voice = voices[engine][rng.integers(len(voices[engine]))]
     low, high = np.log(PITCH_RANGE)
+    neural = engine in NEURAL_ENGINES
+    rate = float(rng.uniform(*(NEURAL_RATE_RANGE if neural else RATE_RANGE)))
+    pitch = float(np.exp(rng.uniform(low, high)))
     return Job(
         index=index,
         text=text,
         voice=voice,
-        rate=float(rng.uniform(*RATE_RANGE)),
-        pitch=float(np.exp(rng.uniform(low, high))),
+        rate=rate,
+        pitch=1.0 if neural else pitch,  # the neural engines keep their voice's own pitch
         level_db=float(rng.uniform(*LEVEL_DB_RANGE)),
         lead_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
         tail_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
@@ -748,6 +761,7 @@ def _entry(job: Job, seconds: float) -> dict:
         "voice": job.voice.name,
         "rate": round(job.rate, 3),
         "pitch": round(job.pitch, 3),
+        **({"blend": parse_blend(job.voice.name)} if job.voice.engine == "kokoro" else {}),
     }
 
 
