@@ -28,7 +28,7 @@ $(KENLM_PREFIX)/bin/lmplz:
 kenlm: $(KENLM_PREFIX)/bin/lmplz
 
 demo: setup
-	$(VENV)/bin/harken transcribe examples/*.wav
+	$(VENV)/bin/harken transcribe examples/LJ*.wav
 
 test: setup system-deps kenlm
 	HARKEN_KENLM_BIN=$(abspath $(KENLM_PREFIX))/bin $(PY) -m pytest -q -p no:cacheprovider

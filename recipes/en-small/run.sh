@@ -24,6 +24,11 @@ case "$stage" in
     HARKEN_KOKORO="$EXP/kokoro" HARKEN_KOKORO_EXCLUDE="$KOKORO_TEST_VOICES" \
       harken data synth --text "$EXP/text/corpus.txt.gz" --out "$EXP/synth-kokoro" --engines kokoro \
       --hours "${HOURS:-20}" --seed 2 --jobs "${JOBS:-1}" --format flac ;;
+  kokoro-test) # LJ003 (test) sentences read by the held-out packs alone and their blends: unseen voices
+    others=$(ls "$EXP/kokoro/voices" | sed 's/\.bin$//' | grep -v -x -F -e "${KOKORO_TEST_VOICES//,/$'\n'}" -e "" | paste -sd,)
+    HARKEN_KOKORO="$EXP/kokoro" HARKEN_KOKORO_EXCLUDE="$others" \
+      harken data synth --text "$EXP/data/test_ljspeech.jsonl" --out "$EXP/synth-kokoro-test" \
+      --engines kokoro --count "${COUNT:-60}" --seed 9 --jobs "${JOBS:-1}" --format flac ;;
   filter)    # keep the rendered clips whose words Whisper tiny.en finds (WER <= 0.2), resumable
     python recipes/en-small/filter.py "$EXP/synth-kokoro/manifest.jsonl" \
       --out "$EXP/synth-kokoro/filtered.jsonl" ;;
