@@ -1,7 +1,8 @@
 """Score every checkpoint of a run on a dev set (greedy, and with an LM) and keep the best.
 
 Writes RUN/pick.json (one record per checkpoint: step, greedy WER/CER, WER/CER with the LM) and
-RUN/picked (the checkpoint with the lowest WER with the LM, as a harken model). Checkpoints hold
+RUN/picked (the checkpoint with the lowest WER with the LM, or greedy with --by greedy, as a
+harken model). Checkpoints hold
 network weights only; the model around them (tokenizer, feature statistics) is the run's
 initial model, which fine-tuning keeps.
 
@@ -36,6 +37,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="*", default=None, help="only these steps")
     parser.add_argument("--from-step", type=int, default=0, help="only checkpoints from this step")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--by", choices=("lm", "greedy"), default="lm",
+                        help="pick by WER with the LM (default) or greedy (when the LM's text "
+                        "holds the dev transcripts)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.init)
@@ -64,7 +68,8 @@ def main() -> None:
         print(json.dumps(records[name]), flush=True)
         records_path.write_text(json.dumps(list(records.values()), indent=1))
     best = min((r for r in records.values() if r["checkpoint"] != "initial"),
-               key=lambda r: (r["lm_wer"], r["greedy_wer"]))
+               key=lambda r: (r["lm_wer"], r["greedy_wer"]) if args.by == "lm"
+               else (r["greedy_wer"], r["lm_wer"]))
     model.network.load_state_dict(load_file(str(root / best["checkpoint"] / "model.safetensors")))
     model.config = dataclasses.replace(model.config, training={
         **model.config.training, "picked_checkpoint": best["checkpoint"], "picked_on": args.dev})

@@ -54,7 +54,7 @@ case "$stage" in
   pick)      # every checkpoint of a native run on dev_native (greedy and with the LM): RUN (default
              # run-native); writes RUN/pick.json and RUN/picked (the best, as a model)
     python recipes/en-small/pick.py "$EXP/${RUN:-run-native}" --dev "$EXP/data/dev_native.jsonl" \
-      --lm "$EXP/lm/en-small-q8.bin" ;;
+      --lm "$EXP/lm/en-small-q8.bin" --by "${BY:-lm}" ;;
   lm)        # 3-gram word LM from the public-domain text plus the training transcripts (counted
              # 10 times: spelled letters, digits and read prompts are rare in books), pruned and
              # 8-bit quantised. Test and dev transcripts never enter it.
