@@ -125,3 +125,55 @@ def test_en_small_finetune_config_keeps_the_model_it_starts_from():
     manifests = {e.manifest for e in base.data.train}
     assert manifests < {e.manifest for e in tuned.data.train}
     assert tuned.data.dev == base.data.dev
+
+
+def test_en_small_native_dev_is_never_trained_on_and_held_out_of_the_text(tmp_path):
+    """dev_native.jsonl (native read speech that picks the checkpoint) shares no utterance with
+    the native training manifests, and every dev and test transcript lands in heldout.txt
+    (which clean_text.py keeps out of TTS prompts and LM text)."""
+    corpora = tmp_path / "corpora"
+    for corpus, split, count in (("ljspeech", "train", 60), ("ljspeech", "test", 4),
+                                 ("kathleen_arctic", "manifest", 120)):
+        (corpora / corpus).mkdir(parents=True, exist_ok=True)
+        rows = [{"audio": f"{corpus}_{split}_{i}.ogg", "text": f"{corpus} {split} sentence {i}",
+                 "duration": 1.0, "speaker": corpus, "id": f"{corpus}_{split}_{i}"}
+                for i in range(count)]
+        (corpora / corpus / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "data"
+    subprocess.run([sys.executable, "recipes/en-small/prepare.py", "--corpora", str(corpora),
+                    "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+
+    def ids(name):
+        return [json.loads(line)["id"] for line in (out / name).read_text().splitlines()]
+
+    dev = ids("dev_native.jsonl")
+    assert len(dev) == 50 + 100 and len(set(dev)) == len(dev)
+    assert ids("dev_native.jsonl")[:50] == [f"ljspeech_train_{i}" for i in range(10, 60)]
+    trained = set(ids("train_ljspeech.jsonl")) | set(ids("train_kathleen_arctic.jsonl"))
+    assert len(trained) == 10 + 20 and not trained & set(dev)
+    assert ids("test_ljspeech.jsonl") == [f"ljspeech_test_{i}" for i in range(4)]
+    held = set((out / "heldout.txt").read_text().splitlines())
+    assert "ljspeech test sentence 3" in held
+    dev_texts = {json.loads(line)["text"] for line in (out / "dev_native.jsonl").read_text().splitlines()}
+    assert dev_texts <= held and not held & {f"ljspeech train sentence {i}" for i in range(10)}
+
+
+def test_en_small_native_configs_fine_tune_the_bundled_model_and_differ_only_by_kokoro():
+    """The native fine-tunings start from the bundled model with its network, tokenizer and
+    features, pick on dev_native, and the ablation is the same run without the Kokoro entry."""
+    from harken.training.loop import load_config
+
+    base = load_config(ROOT / "recipes/en-small/config.toml")
+    native = load_config(ROOT / "recipes/en-small/finetune-native.toml")
+    ablation = load_config(ROOT / "recipes/en-small/finetune-native-nokokoro.toml")
+    for config in (native, ablation):
+        for section in ("tokenizer", "features", "specaugment"):
+            assert getattr(config, section) == getattr(base, section), section
+        assert config.model.overrides == base.model.overrides
+        assert config.model.init_from == "src/harken/assets/en-small.harken"
+        assert config.data.dev == ["exp/en-small/data/dev_native.jsonl"]
+        assert config.data.dev[0] not in {e.manifest for e in config.data.train}
+    kokoro = [e for e in native.data.train if "synth-kokoro" in e.manifest]
+    assert [e.manifest for e in kokoro] == ["exp/en-small/synth-kokoro/filtered.jsonl"]
+    assert [e for e in native.data.train if e not in kokoro] == ablation.data.train
+    assert (native.optim, native.run.seed) == (ablation.optim, ablation.run.seed)

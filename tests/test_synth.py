@@ -15,16 +15,8 @@ import pytest
 import soundfile as sf
 
 from harken.errors import ConfigError
-from harken.training.synth import (
-    ENGINES,
-    Job,
-    Voice,
-    discover_voices,
-    plan_jobs,
-    render,
-    select_sentences,
-    synthesize,
-)
+from harken.training.synth import ENGINES, discover_voices, plan_jobs, render, select_sentences, synthesize
+from harken.training.voices import Job, Voice
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",

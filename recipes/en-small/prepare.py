@@ -4,12 +4,16 @@ Writes into OUT (default exp/en-small/data):
 - train_<corpus>.jsonl: the official train splits (kathleen_arctic whole: it has no split),
   minus the dev speakers;
 - dev.jsonl: a speaker-disjoint dev set cut from the train splits (never the test splits);
+- dev_native.jsonl: native read speech never trained on: the last NATIVE_DEV["ljspeech"] clips
+  of LJ Speech's train split (the end of chapter LJ002) and NATIVE_DEV["kathleen_arctic"] ARCTIC
+  prompts read by Kathleen (seeded); it picks checkpoints and LM weights of the fine-tuning;
 - test_<corpus>.jsonl: the official test splits, untouched, for the final evaluation only;
   except FSDD, whose official split has the same six speakers on both sides: its test file holds
   every recording of 2 held-out speakers, and training has none of them;
 - test_librivox.jsonl: the five LibriVox clips of Debian's pocketsphinx-testdata package
   (`apt-get install pocketsphinx-testdata`), when installed: read English speech neither model
-  trained on.
+  trained on;
+- heldout.txt: every dev and test transcript, one a line (kept out of TTS prompts and LM text).
 
 Audio paths are written absolute, so the manifests work from any folder.
 Usage: python recipes/en-small/prepare.py [--corpora ../shared/corpora] [--out exp/en-small/data]
@@ -28,6 +32,8 @@ DEV_SPEAKERS = {"speechocean762": 12, "an4": 6, "fsdd": 0}
 # are held out, all their recordings (both splits) become the test set.
 TEST_SPEAKERS = {"fsdd": 2}
 SEED = 762
+# Utterances of the two native readers held out of training for dev_native.jsonl.
+NATIVE_DEV = {"ljspeech": 50, "kathleen_arctic": 100}
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
 
@@ -57,7 +63,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED)
     dev: list[dict] = []
-    for corpus in ("speechocean762", "an4", "fsdd", "kathleen_arctic"):
+    for corpus in ("speechocean762", "an4", "fsdd"):
         folder = args.corpora / corpus
         if not folder.is_dir():
             print(f"skipping {corpus}: {folder} not found")
@@ -77,10 +83,38 @@ def main() -> None:
         if test:
             write(args.out / f"test_{corpus}.jsonl", test)
     write(args.out / "dev.jsonl", dev)
+    native_dev(args.corpora, args.out)
     if (LIBRIVOX / "transcription").exists():
         write(args.out / "test_librivox.jsonl", librivox_rows(LIBRIVOX))
     else:
         print(f"skipping librivox: {LIBRIVOX} not found (apt-get install pocketsphinx-testdata)")
+    held = sorted({r["text"] for f in [*args.out.glob("dev*.jsonl"), *args.out.glob("test_*.jsonl")]
+                   for r in read(f)})
+    (args.out / "heldout.txt").write_text("".join(t + "\n" for t in held), encoding="utf-8")
+    print(f"{args.out / 'heldout.txt'}: {len(held)} dev and test transcripts")
+
+
+def native_dev(corpora: Path, out: Path) -> None:
+    """dev_native.jsonl and the native readers' training manifests without it; LJ's test split
+    (chapter LJ003) as test_ljspeech.jsonl."""
+    dev: list[dict] = []
+    rng = random.Random(SEED + 1)
+    for corpus in ("ljspeech", "kathleen_arctic"):
+        folder = corpora / corpus
+        if not folder.is_dir():
+            print(f"skipping {corpus}: {folder} not found")
+            continue
+        train_file = folder / "train.jsonl"
+        rows = read(train_file if train_file.exists() else folder / "manifest.jsonl")
+        n = NATIVE_DEV[corpus]
+        # LJ: a contiguous end of the book (no neighbouring sentence trained on); ARCTIC: random.
+        held = set(range(len(rows) - n, len(rows))) if corpus == "ljspeech" else set(
+            rng.sample(range(len(rows)), n))
+        dev += [r for i, r in enumerate(rows) if i in held]
+        write(out / f"train_{corpus}.jsonl", [r for i, r in enumerate(rows) if i not in held])
+        if (folder / "test.jsonl").exists():
+            write(out / f"test_{corpus}.jsonl", read(folder / "test.jsonl"))
+    write(out / "dev_native.jsonl", dev)
 
 
 def librivox_rows(folder: Path) -> list[dict]:

@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
         nargs="+",
         default=None,
         metavar="ENGINE",
-        help="engines to use (default: all installed: espeak-ng flite festival pico2wave)",
+        help="engines to use (default: all installed of espeak-ng flite festival pico2wave; "
+        "also kokoro, piper: harken.training.synth_neural)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -23,7 +23,6 @@ rendered with other settings is never reused by mistake.
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 import io
 import json
@@ -41,15 +40,18 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import soundfile as sf
 
-from harken.errors import ConfigError, HarkenError
+from harken.errors import ConfigError
+from harken.training.voices import Job, SynthesisError, Voice
 from harken.audio import resample, SAMPLE_RATE
 from harken.text import normalize_text, read_texts
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("espeak-ng", "flite", "festival", "pico2wave")
+# Engines used by default; the neural ones (harken.training.synth_neural) only when asked for.
+DEFAULT_ENGINES = ("espeak-ng", "flite", "festival", "pico2wave")
+NEURAL_ENGINES = ("kokoro", "piper")
+ENGINES = DEFAULT_ENGINES + NEURAL_ENGINES
 AUDIO_FORMATS = {"flac": ("FLAC", "PCM_16"), "opus": ("OGG", "OPUS")}
-EXTENSIONS = {"flac": ".flac", "opus": ".ogg"}
 
 # Natural ranges of the per-utterance randomisation. Rate is a speaking-rate factor (1 = the
 # engine's default, 1.2 = 20% faster), pitch a factor on the voice's mean F0 (log-uniform,
@@ -89,52 +91,8 @@ _PICO_VOICES = ("en-US", "en-GB")
 _FRAME_S = 0.01
 
 
-@dataclass(frozen=True)
-class Voice:
-    """One voice of one engine; `name` is what the engine is given (`en-us+f3`, `slt`)."""
-
-    engine: str
-    name: str
-
-    @property
-    def speaker(self) -> str:
-        return f"{self.engine}:{self.name}"
 
 
-@dataclass(frozen=True)
-class Job:
-    """Everything that determines one rendered file."""
-
-    index: int
-    text: str
-    voice: Voice
-    rate: float
-    pitch: float
-    level_db: float
-    lead_s: float
-    tail_s: float
-    audio_format: str = "flac"
-
-    @property
-    def id(self) -> str:
-        key = json.dumps(
-            [
-                self.text,
-                self.voice.engine,
-                self.voice.name,
-                round(self.rate, 4),
-                round(self.pitch, 4),
-                round(self.level_db, 3),
-                round(self.lead_s, 4),
-                round(self.tail_s, 4),
-                self.audio_format,
-            ]
-        )
-        return f"{self.index:06d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-    @property
-    def relative_path(self) -> str:
-        return f"audio/{self.voice.engine}/{self.id}{EXTENSIONS[self.audio_format]}"
 
 
 @dataclass
@@ -150,8 +108,6 @@ class SynthReport:
     voices: dict[str, list[Voice]] = field(default_factory=dict)
 
 
-class SynthesisError(HarkenError):
-    """One utterance could not be rendered; the message names the voice and the reason."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,16 +323,18 @@ class _Pico:
         return _read_wav(out, job.voice.speaker)
 
 
-_ENGINES = {e.name: e for e in (_Espeak(), _Flite(), _Festival(), _Pico())}
+from harken.training.synth_neural import NEURAL_RATE_RANGE, _Kokoro, _Piper, parse_blend  # noqa: E402
+
+_ENGINES = {e.name: e for e in (_Espeak(), _Flite(), _Festival(), _Pico(), _Kokoro(), _Piper())}
 
 
 def discover_voices(engines: Sequence[str] | None = None) -> dict[str, list[Voice]]:
-    """The voices of each requested engine (all of `ENGINES` by default) that is installed.
+    """The voices of each requested engine (`DEFAULT_ENGINES` by default) that is installed.
 
     An engine that is not installed, or whose voice listing fails, maps to an empty list.
     Raises `ConfigError` for an unknown engine name.
     """
-    names = list(ENGINES if engines is None else engines)
+    names = list(DEFAULT_ENGINES if engines is None else engines)
     unknown = sorted(set(names) - set(_ENGINES))
     if unknown:
         raise ConfigError(
@@ -401,6 +359,11 @@ def describe_voices(voices: dict[str, list[Voice]]) -> str:
             lines.append(f"{engine}: not installed (or no English voice)")
             continue
         names = [v.name for v in found]
+        if engine == "kokoro":
+            packs = [n for n in names if "=" not in n]
+            lines.append(f"{engine}: {len(names)} voices ({len(packs)} packs: {', '.join(packs)}; "
+                         f"{len(names) - len(packs)} blends of 2-3 packs)")
+            continue
         base = sorted({n.split("+", 1)[0] for n in names})
         variants = len(names) - len(base)
         detail = f" with {variants} voice+variant combinations" if variants else ""
@@ -560,12 +523,15 @@ def _job(
     engine = engines[rng.integers(len(engines))]
     voice = voices[engine][rng.integers(len(voices[engine]))]
     low, high = np.log(PITCH_RANGE)
+    neural = engine in NEURAL_ENGINES
+    rate = float(rng.uniform(*(NEURAL_RATE_RANGE if neural else RATE_RANGE)))
+    pitch = float(np.exp(rng.uniform(low, high)))
     return Job(
         index=index,
         text=text,
         voice=voice,
-        rate=float(rng.uniform(*RATE_RANGE)),
-        pitch=float(np.exp(rng.uniform(low, high))),
+        rate=rate,
+        pitch=1.0 if neural else pitch,  # the neural engines keep their voice's own pitch
         level_db=float(rng.uniform(*LEVEL_DB_RANGE)),
         lead_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
         tail_s=float(rng.uniform(*PAD_SECONDS_RANGE)),
@@ -747,6 +713,7 @@ def _entry(job: Job, seconds: float) -> dict:
         "voice": job.voice.name,
         "rate": round(job.rate, 3),
         "pitch": round(job.pitch, 3),
+        **({"blend": parse_blend(job.voice.name)} if job.voice.engine == "kokoro" else {}),
     }
 
 
