@@ -161,7 +161,7 @@ def test_en_small_native_dev_is_never_trained_on_and_held_out_of_the_text(tmp_pa
 def test_en_small_native_configs_fine_tune_the_bundled_model_and_differ_only_by_kokoro():
     """The native fine-tunings start from the bundled model with its network, tokenizer and
     features, pick on dev_native, and the ablation is the same run without the Kokoro entry."""
-    from harken.training.loop import load_config
+    from harken.training.config import load_config
 
     base = load_config(ROOT / "recipes/en-small/config.toml")
     native = load_config(ROOT / "recipes/en-small/finetune-native.toml")

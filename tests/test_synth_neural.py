@@ -50,7 +50,7 @@ def kokoro(tmp_path, monkeypatch):
     monkeypatch.delenv(neural.KOKORO_EXCLUDE_ENV, raising=False)
     packs = neural.read_kokoro_packs(folder)
     monkeypatch.setattr(neural, "_kokoro_runtime", lambda _folder: (FakeKokoro(), packs))
-    monkeypatch.setattr(neural._Kokoro, "available", lambda self: True)
+    monkeypatch.setattr(neural.KokoroEngine, "available", lambda self: True)
     FakeKokoro.calls = []
     return folder
 
@@ -139,7 +139,7 @@ def test_a_missing_pack_fails_that_utterance_only(kokoro, text_file, tmp_path):
 def test_no_kokoro_folder_means_not_installed(tmp_path, monkeypatch):
     monkeypatch.setenv(neural.KOKORO_ENV, str(tmp_path / "nowhere"))
     assert neural.kokoro_dir() is None
-    assert neural._Kokoro().available() is False
+    assert neural.KokoroEngine().available() is False
     assert discover_voices(["kokoro"]) == {"kokoro": []}
 
 
@@ -158,7 +158,7 @@ def test_piper_speaks_at_the_jobs_rate(monkeypatch, text_file, tmp_path):
     monkeypatch.setattr(neural, "_piper_models", lambda: {"fake-voice": ("m.onnx", "m.onnx.json")})
     monkeypatch.setattr(neural, "_piper_voice", lambda model, config: FakePiperVoice())
     FakePiperVoice.configs = []
-    assert [v.name for v in neural._Piper().voices()] == ["fake-voice"]
+    assert [v.name for v in neural.PiperEngine().voices()] == ["fake-voice"]
     report = synthesize(text_file, tmp_path / "out", count=3,
                         voices={"piper": [Voice("piper", "fake-voice")]}, progress=False)
     rates = [e["rate"] for e in _manifest(report.manifest)]

@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 
 from harken.errors import ConfigError
+from harken.training.synth_neural import NEURAL_RATE_RANGE, KokoroEngine, PiperEngine, parse_blend
 from harken.training.voices import Job, SynthesisError, Voice
 from harken.audio import resample, SAMPLE_RATE
 from harken.text import normalize_text, read_texts
@@ -323,9 +324,8 @@ class _Pico:
         return _read_wav(out, job.voice.speaker)
 
 
-from harken.training.synth_neural import NEURAL_RATE_RANGE, _Kokoro, _Piper, parse_blend  # noqa: E402
 
-_ENGINES = {e.name: e for e in (_Espeak(), _Flite(), _Festival(), _Pico(), _Kokoro(), _Piper())}
+_ENGINES = {e.name: e for e in (_Espeak(), _Flite(), _Festival(), _Pico(), KokoroEngine(), PiperEngine())}
 
 
 def discover_voices(engines: Sequence[str] | None = None) -> dict[str, list[Voice]]:

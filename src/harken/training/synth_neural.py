@@ -131,7 +131,7 @@ def _onnx_session(model: Path) -> Any:
     return onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-class _Kokoro:
+class KokoroEngine:
     name = "kokoro"
 
     def available(self) -> bool:
@@ -192,7 +192,7 @@ def _make_kokoro(cls: Any, session: Any, voices_path: str) -> Any:
     return cls.from_session(session, voices_path)
 
 
-class _Piper:
+class PiperEngine:
     name = "piper"
 
     def available(self) -> bool:
