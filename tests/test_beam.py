@@ -423,3 +423,17 @@ def test_hotwords_use_the_tokenizers_language() -> None:
     assert boosted.text == "la peña"
     restricted = beam_decode(lp, spanish, FRAME, DecodeOptions(vocabulary=["La", "Peña"]))
     assert restricted.text == "la peña"
+
+
+def test_hotwords_are_parsed_one_way_with_one_default_boost():
+    from harken.decoding.hotwords import DEFAULT_BOOST, parse_hotword
+    from harken.serving.openai_api import prompt_hotwords
+
+    assert parse_hotword("harken:8") == ("harken", 8.0)
+    assert parse_hotword("new york") == ("new york", DEFAULT_BOOST)
+    assert parse_hotword("a:b:2.5") == ("a:b", 2.5)
+    with pytest.raises(ConfigError, match="'harken:loud'"):
+        parse_hotword("harken:loud")
+    assert parse_hotword("harken:loud", strict=False) == ("harken:loud", DEFAULT_BOOST)
+    # the server's `hotwords` field and the command line agree on the same text
+    assert prompt_hotwords("Harken:8, new york") == {"harken": 8.0, "new york": DEFAULT_BOOST}

@@ -7,8 +7,9 @@ import json
 import zipfile
 from typing import Any
 
+from harken.decoding.hotwords import parse_hotword
 from harken.decoding.options import DecodeOptions, requested_options
-from harken.errors import HarkenError, UsageError
+from harken.errors import ConfigError, HarkenError, UsageError
 from harken.model import Model, load_model
 from harken.modelfile import CONFIG_FILE, bundled_models, resolve_model_path
 
@@ -59,13 +60,11 @@ def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.hotword:
         hotwords: dict[str, float] = {}
         for item in args.hotword:
-            word, _, boost = item.rpartition(":")
-            if not word:
-                word, boost = item, "10"
             try:
-                hotwords[word] = float(boost)
-            except ValueError:
+                word, boost = parse_hotword(item)
+            except ConfigError:
                 raise HarkenError(f"--hotword {item!r}: expected WORD:BOOST with a number") from None
+            hotwords[word] = boost
         overrides["hotwords"] = hotwords
     return overrides
 

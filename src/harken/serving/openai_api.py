@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from typing import Any, AsyncIterator
 
 from harken.text import language_code
 from harken.model import split_long_audio
 from harken.modelfile import ASSETS
+from harken.decoding.hotwords import DEFAULT_BOOST, parse_hotword
 from harken.serving.limits import check_hotwords
 from harken.serving.uploads import RequestError, load_upload
 
@@ -220,7 +220,7 @@ __all__ = ["PROMPT_WORD_BOOST", "check_language", "common_words", "model_card", 
 
 
 # Boost of a hotword taken from a request's `prompt` (natural log, as `harken --hotword`).
-PROMPT_HOTWORD_BOOST = 10.0
+PROMPT_HOTWORD_BOOST = DEFAULT_BOOST  # a hotword sent without a boost
 
 
 def prompt_hotwords(prompt: str | None) -> dict[str, float]:
@@ -233,13 +233,9 @@ def prompt_hotwords(prompt: str | None) -> dict[str, float]:
         items = prompt.split()
     hotwords: dict[str, float] = {}
     for item in items:
-        phrase, _, boost = item.rpartition(":")
-        try:
-            value = float(boost) if phrase else PROMPT_HOTWORD_BOOST
-        except ValueError:
-            phrase, value = item, PROMPT_HOTWORD_BOOST
-        phrase = (phrase if phrase else item).strip().strip(".!?\"'").lower()
-        if phrase and math.isfinite(value):
+        phrase, value = parse_hotword(item, strict=False)
+        phrase = phrase.strip(".!?\"'").lower()
+        if phrase:
             hotwords[phrase] = value
 
     return check_hotwords(hotwords, "hotwords")
