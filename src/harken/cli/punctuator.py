@@ -65,7 +65,6 @@ def _run_calibrate(args: Any) -> int:
 
 
 def _run_attach(args: Any) -> int:
-
     model = load_model(args.model)
     model.punctuator = load_punctuator(args.punctuator)
     print(f"wrote {model.save(args.out)}")

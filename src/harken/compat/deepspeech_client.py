@@ -121,14 +121,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-
     return f"DeepSpeech {version()} (harken)"
 
 
 def _read_audio(path: str, sample_rate: int) -> np.ndarray:
     """16-bit samples at `sample_rate` (resampled when the file has another rate)."""
     import soundfile as sf
-
 
     info = sf.info(path)
     if info.samplerate != sample_rate:

@@ -328,7 +328,6 @@ _ENCODERS: dict[str | None, Any] = {}
 
 
 def _encoder(options: DiarizeOptions) -> Any:
-
     # torch: the speaker encoder runs a network; clustering and labels need none
     from harken.diarization.speakers import load_speaker_encoder
 
@@ -343,7 +342,6 @@ def embed_speech(wave: np.ndarray, encoder: Any, options: DiarizeOptions
     at a time (so features never exist for more than one chunk)."""
     # torch: the speaker encoder runs a network; clustering and labels need none
     from harken.diarization.speakers import MIN_WINDOW_SAMPLES
-
 
     chunk = int(options.chunk_seconds * SAMPLE_RATE)
     windows: list[tuple[float, float]] = []

@@ -321,11 +321,6 @@ class Transducer(nn.Module):
         return hidden, state
 
 
-def is_transducer(network: Any) -> bool:
-    """Whether a network (or a Model's network) is a transducer."""
-    return bool(getattr(network, "is_transducer", False))
-
-
 def parameter_summary(network: Transducer) -> dict[str, int]:
     """Parameter counts of the encoder, predictor and joint networks."""
     def count(module: nn.Module) -> int:

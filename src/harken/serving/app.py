@@ -329,7 +329,6 @@ class StreamSession:
     returns the messages to send. Runs in a worker thread (one call at a time per session)."""
 
     def __init__(self, service: Service, settings: dict[str, Any]) -> None:
-
         known = {"type", "sample_rate", "encoding", "hotwords", "partials", "endpointing",
                   "silence_ms", "diarize", "raw"}
         unknown = sorted(set(settings) - known)
@@ -472,7 +471,6 @@ def _diarize_transcript(transcript: Transcript, wave: np.ndarray, settings: dict
 
 async def _stream_endpoint(service: Service, websocket: Any) -> None:
     from starlette.websockets import WebSocketDisconnect
-
 
     await websocket.accept()
     metrics, config = service.metrics, service.config

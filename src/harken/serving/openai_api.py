@@ -193,7 +193,6 @@ def openai_routes(service: Any, transcriptions: Any) -> list[tuple[str, Any, lis
     `transcriptions(request, task)` is the transcription endpoint."""
     from fastapi.responses import JSONResponse
 
-
     model, name = service.model, service.config.model_name
 
     async def model_info(request: Any) -> Any:

@@ -126,7 +126,6 @@ def whisper_recogniser(model: str | os.PathLike[str] | None = None, *, threads: 
                            num_workers=1)
 
     def recognise(audio: str) -> str:
-
         segments, _ = whisper.transcribe(load_audio(audio), beam_size=beam_size, language="en",
                                          condition_on_previous_text=False, vad_filter=False)
         return " ".join(s.text.strip() for s in segments)
